@@ -1,0 +1,79 @@
+/**
+ * The one error handler: whatever was thrown becomes the contract's `{"detail": ...}` body.
+ *
+ * Catalogue errors pass through with their status and headers; Fastify's own client errors are mapped to the
+ * contract's statuses (malformed JSON is 422, an oversize body 413); anything else is a 500 with a fixed text.
+ * 5xx are logged as errors with the request id, 4xx at info. Unknown paths are 404 and known paths with another
+ * method are 405 with `Allow`, both in the same shape.
+ */
+import FindMyWay from 'find-my-way';
+import fp from 'fastify-plugin';
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { AppError, errors, isAppError } from '../errors.ts';
+
+type HTTPMethod = FindMyWay.HTTPMethod;
+
+/** Fastify's client-error codes, mapped onto the catalogue. */
+function fromFastify(err: FastifyError): AppError | undefined {
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return errors.payloadTooLarge();
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      // FastAPI validates a non-JSON body as a raw value and answers 422; its clients rely on that.
+      return errors.validation([
+        { loc: ['body'], msg: 'Input should be a valid dictionary or object to extract fields from', type: 'model_attributes_type' },
+      ]);
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return errors.validation([{ loc: ['body'], msg: 'Field required', type: 'missing' }]);
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return errors.validation([{ loc: ['body'], msg: 'JSON decode error', type: 'json_invalid' }]);
+  }
+  // JSON.parse failures surface as a SyntaxError with status 400.
+  if (err instanceof SyntaxError && err.statusCode === 400) {
+    return errors.validation([{ loc: ['body'], msg: 'JSON decode error', type: 'json_invalid' }]);
+  }
+  if (err.statusCode === 503 && err.code === 'FST_ERR_HTTP_SERVER_CLOSING') return errors.shuttingDown();
+  return undefined;
+}
+
+export function sendError(request: FastifyRequest, reply: FastifyReply, err: AppError): void {
+  if (err.statusCode >= 500) {
+    request.log.error({ err: err.cause ?? err, code: err.code }, err.code);
+  } else {
+    request.log.info({ code: err.code, status: err.statusCode }, 'client error');
+  }
+  void reply.code(err.statusCode).headers(err.headers).type('application/json').send({ detail: err.detail });
+}
+
+export default fp(
+  async (app) => {
+    // A shadow router of every route, consulted only on a miss to tell 404 from 405.
+    const routes = FindMyWay();
+    app.addHook('onRoute', (route) => {
+      for (const m of [route.method].flat()) routes.on(m as HTTPMethod, route.url, () => {});
+    });
+
+    app.setErrorHandler((err: FastifyError | AppError, request, reply) => {
+      if (isAppError(err)) return sendError(request, reply, err);
+      const mapped = fromFastify(err);
+      if (mapped) return sendError(request, reply, mapped);
+      if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
+        return sendError(request, reply, new AppError(err.code ?? 'CLIENT_ERROR', err.statusCode, err.message));
+      }
+      return sendError(request, reply, errors.internal(err));
+    });
+
+    app.setNotFoundHandler((request, reply) => {
+      const path = request.url.split('?', 1)[0]!;
+      const allow = routesAllowing(routes, path);
+      sendError(request, reply, allow.length ? errors.methodNotAllowed(allow) : errors.notFound());
+    });
+  },
+  { name: 'errors' },
+);
+
+const METHODS: HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
+
+function routesAllowing(routes: FindMyWay.Instance<FindMyWay.HTTPVersion.V1>, path: string): string[] {
+  return METHODS.filter((m) => routes.find(m, path) !== null);
+}

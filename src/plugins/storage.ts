@@ -1,0 +1,40 @@
+/**
+ * The storage plugin: opens the configured backend once, decorates the instance with the repository and the
+ * users service, and closes the backend when the app closes.
+ *
+ * This is the only place that knows about concrete adapters. Tests may hand in a repository of their own.
+ */
+import fp from 'fastify-plugin';
+import type { Config } from '../config.ts';
+import { openPostgres } from '../storage/postgres/index.ts';
+import type { UsersRepository } from '../storage/repository.ts';
+import { createUsersService, type UsersService } from '../users/service.ts';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    repository: UsersRepository;
+    users: UsersService;
+  }
+}
+
+export interface StorageOptions {
+  config: Config;
+  /** Use this repository instead of opening one from config; the caller then owns closing it. */
+  repository?: UsersRepository;
+}
+
+export default fp<StorageOptions>(
+  async (app, { config, repository }) => {
+    const repo = repository ?? (await openRepository(config, app.log));
+    app.decorate('repository', repo);
+    app.decorate('users', createUsersService(repo));
+    if (!repository) app.addHook('onClose', async () => repo.close());
+  },
+  { name: 'storage' },
+);
+
+async function openRepository(config: Config, log: Parameters<typeof openPostgres>[0]['log']): Promise<UsersRepository> {
+  if (config.cassandra) throw new Error('The Cassandra backend is not available in this build');
+  if (!config.databaseUrl) throw new Error('DATABASE_URL is unset and no embedded database was started');
+  return openPostgres({ url: config.databaseUrl, ...config.pool, log });
+}

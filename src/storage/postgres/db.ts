@@ -1,0 +1,169 @@
+/**
+ * The PostgreSQL database layer under the users adapter: one postgres.js pool with an acquire deadline, request
+ * deadlines that cancel work on the server, transactions with retries, server-side cursors, and pool figures.
+ *
+ * Every statement goes through `query`, `transaction` or `cursor`, so each one holds a gate permit while it owns
+ * a connection, is bounded in time, and has its error mapped onto the catalogue exactly once.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import postgres, { type PendingQuery, type Row, type Sql, type TransactionSql } from 'postgres';
+import { errors } from '../../errors.ts';
+import { Gate } from '../../lib/gate.ts';
+import type { CallOptions, PoolStats } from '../repository.ts';
+import { RETRYABLE_SQLSTATES, errorCode, toAppError } from './errors.ts';
+
+export interface DbOptions {
+  url: string;
+  max: number;
+  acquireTimeoutMs: number;
+  statementTimeoutMs: number;
+  /** Called once per statement, transaction or cursor with its duration and, when it failed, the error code. */
+  onQuery?: (seconds: number, errorCode: string | undefined) => void;
+}
+
+export interface TransactionOptions extends CallOptions {
+  /** Attempts after the first on serialization failure or deadlock (SQLSTATE 40001, 40P01). Default 3. */
+  retries?: number;
+  isolation?: 'read committed' | 'repeatable read' | 'serializable';
+}
+
+export interface CursorOptions extends CallOptions {
+  fetchSize: number;
+}
+
+export interface Db {
+  /** The raw pool, for migrations only: it bypasses the gate and deadlines. */
+  readonly sql: Sql;
+  query<T extends readonly Row[]>(build: (sql: Sql) => PendingQuery<T>, opts?: CallOptions): Promise<T>;
+  transaction<T>(fn: (sql: TransactionSql) => Promise<T>, opts?: TransactionOptions): Promise<T>;
+  cursor<T extends readonly Row[]>(build: (sql: Sql) => PendingQuery<T>, opts: CursorOptions): AsyncGenerator<T>;
+  stats(): PoolStats;
+  close(): Promise<void>;
+}
+
+/** Reconnect quickly after the database returns: 50 ms, doubling, capped at 500 ms (seconds, as postgres.js wants). */
+const backoff = (attempt: number) => Math.min(0.05 * 2 ** attempt, 0.5);
+
+/** How long past the server-side statement timeout we wait before giving up on a server that stopped answering. */
+const HUNG_SERVER_GRACE_MS = 1000;
+
+export function createDb(opts: DbOptions): Db {
+  const sql = postgres(opts.url, {
+    max: opts.max,
+    connect_timeout: Math.max(1, Math.ceil(opts.acquireTimeoutMs / 1000)),
+    idle_timeout: 60,
+    backoff,
+    onnotice: () => {},
+    connection: { application_name: 'spate', statement_timeout: opts.statementTimeoutMs },
+  });
+  const gate = new Gate(opts.max);
+  const defaultTimeoutMs = opts.statementTimeoutMs + HUNG_SERVER_GRACE_MS;
+  const observe = opts.onQuery ?? (() => {});
+  let closed = false;
+
+  /** Takes a permit within the acquire deadline, or the request deadline if that is sooner (then it is a 504). */
+  async function acquire(deadline: number | undefined): Promise<void> {
+    if (closed) throw errors.unavailable('database pool closed');
+    const left = deadline === undefined ? Infinity : deadline - performance.now();
+    if (left <= 0) throw errors.timeout();
+    const byDeadline = left < opts.acquireTimeoutMs;
+    const wait = gate.acquire(byDeadline ? left : opts.acquireTimeoutMs);
+    if (wait === undefined) return;
+    try {
+      await wait;
+    } catch (err) {
+      throw byDeadline ? errors.timeout(err) : err;
+    }
+  }
+
+  const timeLeft = (deadline: number | undefined) =>
+    deadline === undefined ? defaultTimeoutMs : deadline - performance.now();
+
+  /**
+   * Settles with `work`, or rejects with `timeout` once `ms` pass after calling `onExpire` (which cancels the
+   * work on the server). The permit is released only when the work itself settles: until then its connection
+   * is still busy, whatever the caller was told.
+   */
+  function bounded<T>(work: Promise<T>, ms: number, onExpire: () => void, started: number): Promise<T> {
+    work.then(
+      () => { gate.release(); observe((performance.now() - started) / 1000, undefined); },
+      (err) => { gate.release(); observe((performance.now() - started) / 1000, errorCode(err) ?? 'unknown'); },
+    );
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => { onExpire(); reject(errors.timeout()); }, Math.max(0, ms));
+      work.then(
+        (v) => { clearTimeout(timer); resolve(v); },
+        (err) => { clearTimeout(timer); reject(toAppError(err)); },
+      );
+    });
+  }
+
+  async function query<T extends readonly Row[]>(build: (sql: Sql) => PendingQuery<T>, o?: CallOptions): Promise<T> {
+    await acquire(o?.deadline);
+    const started = performance.now();
+    const q = build(sql);
+    return bounded<T>(q, timeLeft(o?.deadline), () => q.cancel(), started);
+  }
+
+  async function transaction<T>(fn: (tx: TransactionSql) => Promise<T>, o: TransactionOptions = {}): Promise<T> {
+    const retries = o.retries ?? 3;
+    for (let attempt = 0; ; attempt++) {
+      await acquire(o.deadline);
+      const started = performance.now();
+      const ms = timeLeft(o.deadline);
+      // The server enforces the deadline inside the transaction (SET LOCAL statement_timeout); the race in
+      // `bounded` covers a server that no longer answers at all.
+      const work = sql.begin(o.isolation ? `isolation level ${o.isolation}` : '', async (tx) => {
+        await tx`SELECT set_config('statement_timeout', ${String(Math.max(1, Math.floor(ms)))}, true)`;
+        return fn(tx);
+      }) as Promise<T>;
+      try {
+        return await bounded(work, ms, () => {}, started);
+      } catch (err) {
+        const cause = (err as Error).cause ?? err;
+        if (attempt >= retries || !RETRYABLE_SQLSTATES.has(errorCode(cause) ?? '')) throw err;
+        await sleep(10 * 2 ** attempt * (0.5 + Math.random()));
+      }
+    }
+  }
+
+  async function* cursor<T extends readonly Row[]>(
+    build: (sql: Sql) => PendingQuery<T>,
+    o: CursorOptions,
+  ): AsyncGenerator<T> {
+    await acquire(o.deadline);
+    const started = performance.now();
+    const q = build(sql);
+    let timedOut = false;
+    const timer = o.deadline === undefined ? undefined : setTimeout(() => {
+      timedOut = true;
+      q.cancel();
+    }, Math.max(0, o.deadline - started));
+    let failure: string | undefined;
+    try {
+      // Breaking out of this loop (the client went away) calls the cursor's return(), which closes the portal
+      // and hands the connection back.
+      for await (const rows of q.cursor(o.fetchSize) as AsyncIterable<T>) yield rows;
+    } catch (err) {
+      failure = errorCode(err) ?? 'unknown';
+      throw timedOut ? errors.timeout(err) : toAppError(err);
+    } finally {
+      clearTimeout(timer);
+      gate.release();
+      observe((performance.now() - started) / 1000, failure);
+    }
+  }
+
+  return {
+    sql,
+    query,
+    transaction,
+    cursor,
+    stats: () => ({ active: gate.active, idle: opts.max - gate.active, waiting: gate.waiting, max: opts.max }),
+    async close() {
+      closed = true;
+      gate.drain(errors.unavailable('database pool closed'));
+      await sql.end({ timeout: 5 });
+    },
+  };
+}

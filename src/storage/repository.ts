@@ -1,0 +1,87 @@
+/**
+ * The storage interface: the only thing services see of a database.
+ *
+ * Adapters live in sibling folders (`postgres/`, `cassandra/`) and every one of them passes the same contract
+ * suite (test/storage.contract.ts). Adapters throw `AppError`s from the catalogue: `unavailable` (503) when the
+ * database cannot be reached, `timeout` (504) when a deadline expired and the work was cancelled,
+ * `invalidCursor` and `badInput` (400) for input the database refused.
+ */
+
+export interface User {
+  id: string;
+  name: string;
+  email: string;
+  age: number;
+  created_at: Date;
+  updated_at: Date;
+}
+
+/** What a caller supplies to create a user; the adapter stamps id and timestamps. */
+export interface NewUser {
+  name: string;
+  email: string;
+  age: number;
+}
+
+/** A partial update: fields left undefined keep their value. */
+export type UserPatch = Partial<NewUser>;
+
+export interface Page {
+  items: User[];
+  /** Opaque; pass back as `cursor` for the next page. `null` when no more rows exist. */
+  nextCursor: string | null;
+}
+
+/** Per-call options. */
+export interface CallOptions {
+  /**
+   * Absolute deadline as a `performance.now()` timestamp. The adapter cancels the database work on the
+   * server when it passes and throws `timeout`. Unset: the adapter's default statement timeout applies.
+   */
+  deadline?: number;
+}
+
+export interface StreamOptions extends CallOptions {
+  /** Rows in total; 0 yields nothing. */
+  limit: number;
+  /** Rows fetched from the database per round trip. */
+  fetchSize: number;
+  /** Aborting stops the stream and releases its connection at once (client went away). */
+  signal?: AbortSignal;
+}
+
+/** Connection pool figures for health and metrics. */
+export interface PoolStats {
+  /** Connections running a query, cursor or transaction. */
+  active: number;
+  /** Connections open and free. */
+  idle: number;
+  /** Callers queued for a connection. */
+  waiting: number;
+  /** Upper bound of connections. */
+  max: number;
+}
+
+export interface UsersRepository {
+  readonly backend: 'postgres' | 'cassandra';
+  create(input: NewUser, opts?: CallOptions): Promise<User>;
+  /** All or nothing: either every user is stored or none is. */
+  createMany(inputs: NewUser[], opts?: CallOptions): Promise<User[]>;
+  get(id: string, opts?: CallOptions): Promise<User | null>;
+  /** Returns null when the user does not exist. `updated_at` always moves forward by at least 1 ms. */
+  update(id: string, patch: UserPatch, opts?: CallOptions): Promise<User | null>;
+  /** Idempotent: deleting a missing user is not an error. */
+  delete(id: string, opts?: CallOptions): Promise<void>;
+  /** A stable order; every row is visited exactly once by following `nextCursor`. */
+  list(query: { limit: number; cursor?: string }, opts?: CallOptions): Promise<Page>;
+  /** Pages of at most `fetchSize` rows, read from the database one round trip per page, with backpressure. */
+  stream(opts: StreamOptions): AsyncIterable<User[]>;
+  /** Runs a real database operation lasting `seconds` (for the contract's slow endpoints). */
+  sleep(seconds: number, opts?: CallOptions): Promise<void>;
+  /** Resolves when the database answers. */
+  ping(opts?: CallOptions): Promise<void>;
+  /** True when the schema is at the version this build expects. */
+  schemaReady(opts?: CallOptions): Promise<boolean>;
+  poolStats(): PoolStats;
+  close(): Promise<void>;
+}
