@@ -69,7 +69,12 @@ function isAlive(pid: number): boolean {
  * Starts (initialising on first use) the embedded server for `dataDir`.
  * `log` receives the server's own log lines.
  */
-export async function startEmbeddedPostgres(dataDir: string, log: (line: string) => void): Promise<EmbeddedPostgres> {
+export async function startEmbeddedPostgres(
+  dataDir: string,
+  log: (line: string) => void,
+  /** A fixed port (tests restarting a server keep its URL); default: a free one. */
+  fixedPort?: number,
+): Promise<EmbeddedPostgres> {
   const dir = resolve(dataDir);
   // As root the server runs as another user, which must be able to reach the data directory.
   mkdirSync(dir, { recursive: true, mode: 0o755 });
@@ -85,7 +90,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: (line: string)
 
   const lines: string[] = [];
   for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
+    const port = fixedPort ?? (await freePort());
     const pg = new EmbeddedPostgresServer({
       databaseDir,
       user: creds.user,
@@ -109,7 +114,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: (line: string)
     try {
       await pg.start();
     } catch {
-      if (attempt < 2 && lines.some((l) => l.includes('could not bind'))) continue;
+      if (attempt < 2 && fixedPort === undefined && lines.some((l) => l.includes('could not bind'))) continue;
       throw new Error(`embedded PostgreSQL did not start in ${databaseDir}:\n${lines.slice(-10).join('\n')}`);
     }
     const url = `postgres://${creds.user}:${encodeURIComponent(creds.password)}@127.0.0.1:${port}/postgres`;
