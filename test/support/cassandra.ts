@@ -23,7 +23,7 @@
  * itself dies by a signal, each node also has a small `sh` guard that blocks reading a pipe from
  * this process and SIGKILLs the JVM when the pipe closes.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -31,7 +31,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client, types } from 'cassandra-driver';
+import { Client, policies, types } from 'cassandra-driver';
 
 /** Options for one node. Every field has a default that suits a single local test node. */
 export interface CassandraNodeOptions {
@@ -320,28 +320,45 @@ function writeConfig(cfg: NodeConfig): void {
 }
 
 /**
- * java.base packages that Cassandra 2.1 and its libraries reach into by reflection. jamm's
- * measureDeep walks JDK collections, buffers, numbers, addresses and strings when it sizes
- * memtables and prepared statements. Netty and FileUtils touch NIO internals.
+ * Every package of java.base. On a modular JVM (9+) each one must be opened to Cassandra 2.1.
+ * Opening a package also exports it at run time. Why all of them: jamm's `measureDeep`, which
+ * 2.1 runs at boot and on every PREPARE, follows every reachable field, including private
+ * fields of JDK classes. It reaches charsets, class loaders, collections, NIO buffers and more,
+ * and each package it cannot open fails the statement with InaccessibleObjectException.
+ * Netty and FileUtils also use sun.nio.ch and jdk.internal.* directly.
+ * Java 8 has no `--describe-module`; there we return [] and nothing needs opening.
  */
-const OPENED_PACKAGES = [
-  'java.lang',
-  'java.lang.reflect',
-  'java.io',
-  'java.math',
-  'java.net',
-  'java.nio',
-  'java.text',
-  'java.util',
-  'java.util.concurrent',
-  'java.util.concurrent.atomic',
-  'java.util.concurrent.locks',
-  'java.util.regex',
-  'sun.nio.ch',
-  'jdk.internal.misc',
-  'jdk.internal.ref',
-];
-const EXPORTED_PACKAGES = ['sun.nio.ch', 'jdk.internal.misc', 'jdk.internal.ref'];
+const javaBasePackagesByJava = new Map<string, string[]>();
+function javaBasePackages(java: string): string[] {
+  const cached = javaBasePackagesByJava.get(java);
+  if (cached) return cached;
+  const out = spawnSync(java, ['--describe-module', 'java.base'], { encoding: 'utf8' });
+  const packages = out.status === 0 ? parseModulePackages(out.stdout) : [];
+  javaBasePackagesByJava.set(java, packages);
+  return packages;
+}
+
+/** Package names from `java --describe-module`: lines "exports p", "contains p" and "qualified exports|opens p to ...". */
+function parseModulePackages(description: string): string[] {
+  const packages = new Set<string>();
+  for (const line of description.split('\n')) {
+    const words = line.trim().split(/\s+/);
+    const pkg = words[0] === 'qualified' ? words[2] : words[0] === 'exports' || words[0] === 'contains' ? words[1] : undefined;
+    if (pkg) packages.add(pkg);
+  }
+  return [...packages].sort();
+}
+
+/**
+ * Write the `--add-opens` flags to a Java @argfile. There are over a hundred of them, and this
+ * keeps `ps` output readable.
+ */
+function writeModuleArgFile(cfg: NodeConfig, java: string): string {
+  const file = path.join(cfg.dir, 'conf', 'jvm-modules.options');
+  const lines = javaBasePackages(java).map((pkg) => `--add-opens=java.base/${pkg}=ALL-UNNAMED`);
+  fs.writeFileSync(file, lines.join('\n') + '\n');
+  return file;
+}
 
 /** Heap settings that suit several nodes on one small machine. */
 function heapArgs(heapMb: number): string[] {
@@ -350,7 +367,7 @@ function heapArgs(heapMb: number): string[] {
   return [`-Xms${initial}m`, `-Xmx${heapMb}m`, `-Xmn${young}m`, '-Xss256k'];
 }
 
-function javaArgs(cfg: NodeConfig, home: string): string[] {
+function javaArgs(cfg: NodeConfig, java: string, home: string): string[] {
   const conf = path.join(cfg.dir, 'conf');
   return [
     ...heapArgs(cfg.heapMb),
@@ -360,8 +377,7 @@ function javaArgs(cfg: NodeConfig, home: string): string[] {
     // C1 only: the JVM warms up quicker, and short test runs never benefit from C2.
     '-XX:TieredStopAtLevel=1',
     '-XX:+ExitOnOutOfMemoryError',
-    ...OPENED_PACKAGES.map((pkg) => `--add-opens=java.base/${pkg}=ALL-UNNAMED`),
-    ...EXPORTED_PACKAGES.map((pkg) => `--add-exports=java.base/${pkg}=ALL-UNNAMED`),
+    `@${writeModuleArgFile(cfg, java)}`,
     // Memtable and cache sizing call MemoryMeter.measure, which needs the agent's Instrumentation.
     `-javaagent:${path.join(home, 'lib', jarNamed(home, 'jamm-'))}`,
     '-Djava.net.preferIPv4Stack=true',
@@ -465,7 +481,7 @@ function spawnJvm(java: string, cfg: NodeConfig, home: string, logFile: string):
   fs.writeSync(logFd, `\n==== harness: starting JVM at ${new Date().toISOString()} ====\n`);
   // The JVM writes straight to the file, so logging costs our event loop nothing and keeps going
   // even while a test blocks it.
-  const child = spawn(java, javaArgs(cfg, home), { cwd: cfg.dir, stdio: ['ignore', logFd, logFd] });
+  const child = spawn(java, javaArgs(cfg, java, home), { cwd: cfg.dir, stdio: ['ignore', logFd, logFd] });
   fs.closeSync(logFd);
   if (child.pid === undefined) throw new Error(`could not spawn ${java}`);
   const guard = spawnOrphanGuard(child.pid);
@@ -641,20 +657,34 @@ export async function startCassandraCluster(
  * tokens and its failure detector holds them all UP. That makes it the server's own view of the
  * ring. `system.peers` alone is not enough: it keeps rows for nodes that are down. Use this after
  * a restart as well.
+ *
+ * Each attempt uses a fresh client pinned to one node. One long-lived client is not reliable
+ * while the ring forms. Cassandra 2.1 can push UP events for peers that are not yet in its
+ * `system.peers`, and the driver ignores events for hosts it does not know ("host was not
+ * found"). It then never learns about those peers until the control connection is reopened.
  */
 export async function waitForRing(nodes: CassandraNode[], timeoutMs = 60_000): Promise<void> {
   const first = nodes[0];
   if (!first) return;
-  const client = new Client({
-    contactPoints: nodes.map((n) => n.contactPoint),
-    localDataCenter: LOCAL_DATA_CENTER,
-    protocolOptions: { port: first.cqlPort, maxVersion: 3 },
-  });
   const deadline = Date.now() + timeoutMs;
+  await retryUntil(deadline, () => withPinnedClient(first, (client) => createProbeTable(client, nodes.length)));
+  await Promise.all(
+    nodes.map((node) => retryUntil(deadline, () => withPinnedClient(node, (client) => probeAtAll(client, node)))),
+  );
+}
+
+/** Run `fn` with a client whose only coordinator is `node`, then shut that client down. */
+async function withPinnedClient<T>(node: CassandraNode, fn: (client: Client) => Promise<T>): Promise<T> {
+  const { AllowListPolicy, DCAwareRoundRobinPolicy } = policies.loadBalancing;
+  const client = new Client({
+    contactPoints: [node.contactPoint],
+    localDataCenter: LOCAL_DATA_CENTER,
+    protocolOptions: { port: node.cqlPort, maxVersion: 3 },
+    policies: { loadBalancing: new AllowListPolicy(new DCAwareRoundRobinPolicy(LOCAL_DATA_CENTER), [node.contactPoint]) },
+  });
   try {
-    await retryUntil(deadline, () => client.connect());
-    await retryUntil(deadline, () => createProbeTable(client, nodes.length));
-    await retryUntil(deadline, () => probeEveryCoordinator(client, nodes));
+    await client.connect();
+    return await fn(client);
   } finally {
     await client.shutdown();
   }
@@ -668,15 +698,22 @@ async function createProbeTable(client: Client, replicas: number): Promise<void>
   await client.execute(`CREATE TABLE IF NOT EXISTS ${PROBE_KEYSPACE}.probe (k text PRIMARY KEY)`);
 }
 
-async function probeEveryCoordinator(client: Client, nodes: CassandraNode[]): Promise<void> {
-  for (const node of nodes) {
-    const host = client.hosts.get(node.contactPoint);
-    if (!host?.isUp()) throw new Error(`driver sees ${node.contactPoint} as down`);
-    await client.execute(`INSERT INTO ${PROBE_KEYSPACE}.probe (k) VALUES (?) USING TTL 60`, [node.host], {
-      host,
-      consistency: types.consistencies.all,
-      prepare: true,
-    });
+async function probeAtAll(client: Client, node: CassandraNode): Promise<void> {
+  await client.execute(`INSERT INTO ${PROBE_KEYSPACE}.probe (k) VALUES (?) USING TTL 60`, [node.host], {
+    consistency: types.consistencies.all,
+    prepare: true,
+  });
+}
+
+/** Run `fn` until it resolves. On failure retry after a short pause; after `deadline`, throw the last error. */
+async function retryUntil<T>(deadline: number, fn: () => Promise<T>): Promise<T> {
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (Date.now() >= deadline) throw err;
+      await sleep(250);
+    }
   }
 }
 
@@ -691,17 +728,6 @@ async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boo
   }
 }
 
-/** Run `fn` until it resolves. On failure retry after a short pause; after `deadline`, throw the last error. */
-async function retryUntil<T>(deadline: number, fn: () => Promise<T>): Promise<T> {
-  for (;;) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (Date.now() >= deadline) throw err;
-      await sleep(250);
-    }
-  }
-}
 
 /** Resident memory of a process in MiB, read from /proc (Linux only). Used to report node footprint. */
 export function rssMb(pid: number): number | null {
