@@ -12,15 +12,27 @@ import { AccessLogController } from './http/log-controller.ts';
 import requestContext, { genReqId } from './http/request-context.ts';
 import { formatValidationErrors, validatorCompiler } from './http/validation.ts';
 import healthRoutes from './ops/health.ts';
+import metricsRoutes from './ops/metrics.ts';
+import performanceRoutes from './ops/performance.ts';
+import shutdown from './ops/shutdown.ts';
+import type { AccountsRepository } from './auth/accounts-repository.ts';
+import auth from './plugins/auth.ts';
+import metrics from './plugins/metrics.ts';
+import security, { corsPolicy } from './plugins/security.ts';
 import storage from './plugins/storage.ts';
 import type { UsersRepository } from './storage/repository.ts';
 import usersRoutes from './users/routes.ts';
+import streamRoutes from './users/stream.ts';
 
 export interface BuildOptions {
   /** A repository to use instead of opening the configured backend (the caller closes it). */
   repository?: UsersRepository;
   /** Logger override; tests pass `false` or a level. */
   logger?: boolean | { level: string };
+  /** Called by `POST /shutdown` to start the process's graceful shutdown (server.ts). */
+  requestShutdown?: (reason: string) => void;
+  /** An accounts store to use instead of opening one for the backend (the caller closes it). */
+  accounts?: AccountsRepository;
 }
 
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<FastifyInstance> {
@@ -31,16 +43,40 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     logController: new AccessLogController(),
     bodyLimit: config.bodyLimit,
     schemaErrorFormatter: formatValidationErrors,
-    return503OnClosing: true,
+    // Our own drain answers 503 in the contract's shape (src/ops/shutdown.ts).
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
+    // Slow clients (docs/security.md): whole request, headers, idle keep-alive, socket inactivity.
+    // A hop count is supported at run time though Fastify's types leave it out.
+    trustProxy: config.http.trustProxy as boolean | string[],
+    requestTimeout: config.http.requestTimeoutMs,
+    keepAliveTimeout: config.http.keepAliveTimeoutMs,
+    connectionTimeout: config.http.connectionTimeoutMs,
+    http: {
+      headersTimeout: config.http.headersTimeoutMs,
+      requestTimeout: config.http.requestTimeoutMs,
+      // Node checks the two timeouts above on this period (default 30 s), which would let a slow client hold
+      // a connection far past them.
+      connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(config.http.headersTimeoutMs / 4))),
+    },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
 
-  await app.register(errorHandling);
+  // First, so its hooks see every request, including ones a later hook rejects.
+  await app.register(metrics);
+  await app.register(security, { config });
+  await app.register(errorHandling, { notFoundPreHandler: app.limits.general });
   await app.register(requestContext);
+  // Before any route: it puts the policy's checks in front of every route registered after it.
+  await app.register(auth, { config, accounts: opts.accounts });
+  await app.register(corsPolicy, { config });
   await app.register(docs);
-  await app.register(storage, { config, repository: opts.repository });
+  await app.register(shutdown, { requestShutdown: opts.requestShutdown });
+  await app.register(storage, { config, repository: opts.repository, onQuery: app.metrics.observeQuery });
   await app.register(healthRoutes);
+  await app.register(metricsRoutes);
+  await app.register(performanceRoutes);
   await app.register(usersRoutes, { batchMax: config.batchMax });
+  await app.register(streamRoutes);
   return app;
 }

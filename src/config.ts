@@ -30,6 +30,31 @@ const Env = Type.Object({
   BODY_LIMIT: Type.Integer({ default: 1_048_576, minimum: 1024, maximum: 1_073_741_824 }),
   BATCH_MAX: Type.Integer({ default: 1000, minimum: 1, maximum: 100_000 }),
   SHUTDOWN_TIMEOUT: Type.Number({ default: 30, exclusiveMinimum: 0, maximum: 3600 }),
+  // Security (docs/security.md).
+  AUTH_MODE: Type.Optional(Type.Unsafe<'on' | 'off'>({ type: 'string', enum: ['on', 'off'] })),
+  AUTH_REGISTRATION: Type.Optional(Type.Boolean()),
+  JWT_SECRET: Type.Optional(Type.String()),
+  JWT_ISSUER: Type.String({ default: 'spate', minLength: 1 }),
+  JWT_AUDIENCE: Type.String({ default: 'spate-api', minLength: 1 }),
+  ACCESS_TOKEN_TTL: Type.Integer({ default: 900, minimum: 30, maximum: 86_400 }),
+  REFRESH_TOKEN_TTL: Type.Integer({ default: 1_209_600, minimum: 60, maximum: 31_536_000 }),
+  AUTH_CACHE_TTL_MS: Type.Integer({ default: 5000, minimum: 0, maximum: 300_000 }),
+  AUTH_POOL_MAX: Type.Integer({ default: 4, minimum: 1, maximum: 100 }),
+  ADMIN_EMAIL: Type.Optional(Type.String({ minLength: 3, maxLength: 254, pattern: '^[^@\\s]+@[^@\\s]+$' })),
+  ADMIN_PASSWORD: Type.Optional(Type.String()),
+  METRICS_TOKEN: Type.Optional(Type.String()),
+  RATE_LIMIT_MAX: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000_000 })),
+  RATE_LIMIT_WINDOW_MS: Type.Integer({ default: 60_000, minimum: 1000, maximum: 86_400_000 }),
+  RATE_LIMIT_LOGIN_MAX: Type.Integer({ default: 10, minimum: 1, maximum: 1_000_000 }),
+  RATE_LIMIT_LOGIN_IP_MAX: Type.Integer({ default: 100, minimum: 1, maximum: 1_000_000 }),
+  RATE_LIMIT_LOGIN_WINDOW_MS: Type.Integer({ default: 60_000, minimum: 1000, maximum: 86_400_000 }),
+  CORS_ORIGINS: Type.Optional(Type.String()),
+  CORS_CREDENTIALS: Type.Boolean({ default: false }),
+  TRUST_PROXY: Type.Optional(Type.String({ minLength: 1 })),
+  CONNECTION_TIMEOUT_MS: Type.Integer({ default: 0, minimum: 0, maximum: 86_400_000 }),
+  KEEP_ALIVE_TIMEOUT_MS: Type.Integer({ default: 72_000, minimum: 1, maximum: 3_600_000 }),
+  REQUEST_TIMEOUT_MS: Type.Integer({ default: 30_000, minimum: 0, maximum: 3_600_000 }),
+  HEADERS_TIMEOUT_MS: Type.Integer({ default: 10_000, minimum: 100, maximum: 3_600_000 }),
 });
 type Env = Static<typeof Env>;
 
@@ -48,6 +73,47 @@ export interface Config {
   bodyLimit: number;
   batchMax: number;
   shutdownTimeoutMs: number;
+  auth: AuthConfig;
+  rateLimit: RateLimitConfig;
+  http: HttpConfig;
+  /** `/metrics*` answer only to this bearer token (or an admin) when set. */
+  metricsToken: string | undefined;
+}
+
+export interface AuthConfig {
+  /** `on`: every non-public route needs a credential with the right scope. `off`: /users open, admin routes loopback-only. */
+  mode: 'on' | 'off';
+  registration: boolean;
+  /** Undefined outside production when unset: the auth plugin then generates one per process. */
+  jwtSecret: string | undefined;
+  issuer: string;
+  audience: string;
+  accessTtlS: number;
+  refreshTtlS: number;
+  cacheTtlMs: number;
+  poolMax: number;
+  admin: { email: string; password: string } | undefined;
+}
+
+export interface RateLimitConfig {
+  /** Requests per client per window on every route; 0 turns the general limit off. */
+  max: number;
+  windowMs: number;
+  /** Attempts per client IP and email per window on /auth/token and /auth/register. */
+  loginMax: number;
+  /** Attempts per client IP (any email) per window on the same routes. */
+  loginIpMax: number;
+  loginWindowMs: number;
+}
+
+export interface HttpConfig {
+  /** Fastify `trustProxy`: false, true, a hop count, or addresses/subnets of the proxies. */
+  trustProxy: boolean | number | string[];
+  cors: { origins: string[]; credentials: boolean } | undefined;
+  connectionTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  requestTimeoutMs: number;
+  headersTimeoutMs: number;
 }
 
 /** A configuration value that cannot be used; the message names the variable. */
@@ -100,5 +166,103 @@ function toConfig(env: Env): Config {
     bodyLimit: env.BODY_LIMIT,
     batchMax: env.BATCH_MAX,
     shutdownTimeoutMs: Math.round(env.SHUTDOWN_TIMEOUT * 1000),
+    auth: authConfig(env),
+    rateLimit: {
+      // Off outside production, so the contract's clients and load tests from one address run unthrottled.
+      max: env.RATE_LIMIT_MAX ?? (env.NODE_ENV === 'production' ? 1000 : 0),
+      windowMs: env.RATE_LIMIT_WINDOW_MS,
+      loginMax: env.RATE_LIMIT_LOGIN_MAX,
+      loginIpMax: env.RATE_LIMIT_LOGIN_IP_MAX,
+      loginWindowMs: env.RATE_LIMIT_LOGIN_WINDOW_MS,
+    },
+    http: httpConfig(env),
+    metricsToken: env.METRICS_TOKEN === undefined ? undefined : checkedSecret('METRICS_TOKEN', env.METRICS_TOKEN, 16),
   };
+}
+
+/** Words of a value copied from an example instead of generated; anything with few distinct characters too. */
+const PLACEHOLDER = /change.?(me|this|it)|placeholder|your.?(secret|password|token)|^(secret|password|jwt.?secret|admin|example|default|test)[\W\d_]*$/i;
+
+/** A secret that is long enough and not an obvious placeholder, or a `ConfigError` naming the variable. */
+function checkedSecret(name: string, value: string, minBytes: number): string {
+  if (Buffer.byteLength(value) < minBytes) {
+    throw new ConfigError(`Invalid configuration: ${name} must be at least ${minBytes} bytes (e.g. openssl rand -base64 48)`);
+  }
+  if (PLACEHOLDER.test(value) || new Set(value).size < 8) {
+    throw new ConfigError(`Invalid configuration: ${name} looks like a placeholder; use a random value (e.g. openssl rand -base64 48)`);
+  }
+  return value;
+}
+
+function authConfig(env: Env): AuthConfig {
+  const production = env.NODE_ENV === 'production';
+  if (production && env.JWT_SECRET === undefined) {
+    throw new ConfigError('Invalid configuration: JWT_SECRET is required when NODE_ENV=production (e.g. openssl rand -base64 48)');
+  }
+  if ((env.ADMIN_EMAIL === undefined) !== (env.ADMIN_PASSWORD === undefined)) {
+    throw new ConfigError('Invalid configuration: set both ADMIN_EMAIL and ADMIN_PASSWORD, or neither');
+  }
+  if (env.ADMIN_PASSWORD !== undefined) {
+    if (env.ADMIN_PASSWORD.length < 8 || env.ADMIN_PASSWORD.length > 1024) {
+      throw new ConfigError('Invalid configuration: ADMIN_PASSWORD must be 8 to 1024 characters');
+    }
+    if (production) checkedSecret('ADMIN_PASSWORD', env.ADMIN_PASSWORD, 12);
+  }
+  return {
+    mode: env.AUTH_MODE ?? (production ? 'on' : 'off'),
+    registration: env.AUTH_REGISTRATION ?? !production,
+    jwtSecret: env.JWT_SECRET === undefined ? undefined : checkedSecret('JWT_SECRET', env.JWT_SECRET, 32),
+    issuer: env.JWT_ISSUER,
+    audience: env.JWT_AUDIENCE,
+    accessTtlS: env.ACCESS_TOKEN_TTL,
+    refreshTtlS: env.REFRESH_TOKEN_TTL,
+    cacheTtlMs: env.AUTH_CACHE_TTL_MS,
+    poolMax: env.AUTH_POOL_MAX,
+    admin: env.ADMIN_EMAIL !== undefined && env.ADMIN_PASSWORD !== undefined
+      ? { email: env.ADMIN_EMAIL, password: env.ADMIN_PASSWORD }
+      : undefined,
+  };
+}
+
+function httpConfig(env: Env): HttpConfig {
+  if (env.REQUEST_TIMEOUT_MS > 0 && env.HEADERS_TIMEOUT_MS > env.REQUEST_TIMEOUT_MS) {
+    throw new ConfigError('Invalid configuration: HEADERS_TIMEOUT_MS must not exceed REQUEST_TIMEOUT_MS');
+  }
+  return {
+    trustProxy: parseTrustProxy(env.TRUST_PROXY),
+    cors: parseCors(env.CORS_ORIGINS, env.CORS_CREDENTIALS),
+    connectionTimeoutMs: env.CONNECTION_TIMEOUT_MS,
+    keepAliveTimeoutMs: env.KEEP_ALIVE_TIMEOUT_MS,
+    requestTimeoutMs: env.REQUEST_TIMEOUT_MS,
+    headersTimeoutMs: env.HEADERS_TIMEOUT_MS,
+  };
+}
+
+function parseTrustProxy(raw: string | undefined): HttpConfig['trustProxy'] {
+  const value = raw?.trim().toLowerCase();
+  if (value === undefined || value === '' || value === 'false') return false;
+  if (value === 'true') return true;
+  if (/^\d+$/.test(value)) return Number(value);
+  const list = value.split(',').map((s) => s.trim()).filter(Boolean);
+  const named = new Set(['loopback', 'linklocal', 'uniquelocal']);
+  for (const item of list) {
+    if (!named.has(item) && !/^[\d.]+(\/\d{1,2})?$|^[\da-f:.]+(\/\d{1,3})?$/.test(item)) {
+      throw new ConfigError(`Invalid configuration: TRUST_PROXY entry '${item}' is not an address, subnet, hop count, true or false`);
+    }
+  }
+  return list;
+}
+
+function parseCors(raw: string | undefined, credentials: boolean): HttpConfig['cors'] {
+  const origins = raw?.split(',').map((s) => s.trim()).filter(Boolean) ?? [];
+  if (origins.length === 0) return undefined;
+  for (const origin of origins) {
+    if (origin !== '*' && !/^https?:\/\/[^/\s]+$/.test(origin)) {
+      throw new ConfigError(`Invalid configuration: CORS_ORIGINS entry '${origin}' is not an origin like https://app.example.com`);
+    }
+  }
+  if (credentials && origins.includes('*')) {
+    throw new ConfigError('Invalid configuration: CORS_ORIGINS=* cannot be combined with CORS_CREDENTIALS=true');
+  }
+  return { origins, credentials };
 }

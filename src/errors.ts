@@ -42,7 +42,22 @@ export const errors = {
   noFieldsToUpdate: () => new AppError('NO_FIELDS', 400, 'No fields to update'),
   badInput: (cause?: unknown) =>
     new AppError('BAD_INPUT', 400, 'Invalid input for the database', {}, { cause }),
+  /**
+   * Every authentication failure (no credential where one is needed, a bad, expired or revoked token or key, a
+   * wrong password, a disabled or deleted account) answers exactly this, so a caller learns nothing about which.
+   */
+  unauthorized: (cause?: unknown) =>
+    new AppError('UNAUTHORIZED', 401, 'Not authenticated', { 'www-authenticate': 'Bearer' }, { cause }),
   forbidden: (detail = 'Forbidden') => new AppError('FORBIDDEN', 403, detail),
+  accountNotFound: () => new AppError('ACCOUNT_NOT_FOUND', 404, 'Account not found'),
+  apiKeyNotFound: () => new AppError('API_KEY_NOT_FOUND', 404, 'API key not found'),
+  emailTaken: () => new AppError('EMAIL_TAKEN', 409, 'Email already registered'),
+  conflict: (detail: string) => new AppError('CONFLICT', 409, detail),
+  /** A rate limit was reached; `retryAfterS` also goes out as `Retry-After`. */
+  tooManyRequests: (retryAfterS: number) =>
+    new AppError('TOO_MANY_REQUESTS', 429, `Rate limit exceeded, retry in ${retryAfterS} seconds`, {
+      'retry-after': String(retryAfterS),
+    }),
   userNotFound: () => new AppError('USER_NOT_FOUND', 404, 'User not found'),
   notFound: () => new AppError('NOT_FOUND', 404, 'Not Found'),
   methodNotAllowed: (allow: string[]) =>
@@ -57,6 +72,11 @@ export const errors = {
       { 'retry-after': RETRY_AFTER_S },
       { cause },
     ),
+  /** The shared rate-limit store (Redis) cannot be reached on a route whose limit fails closed (login). */
+  rateLimiterUnavailable: (cause?: unknown) =>
+    new AppError('RATE_LIMITER_UNAVAILABLE', 503, 'Service temporarily unavailable: rate limiter unreachable', {
+      'retry-after': RETRY_AFTER_S,
+    }, { cause }),
   shuttingDown: () =>
     new AppError('SHUTTING_DOWN', 503, 'Service temporarily unavailable: shutting down', {
       'retry-after': RETRY_AFTER_S,

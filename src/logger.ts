@@ -12,7 +12,14 @@ export function loggerOptions(config: Pick<Config, 'logLevel'>): FastifyServerOp
   return {
     level: config.logLevel,
     redact: {
-      paths: ['req.headers.authorization', 'req.headers.cookie', 'req.headers["x-api-key"]', '*.password', '*.token'],
+      // Credentials wherever a careless log call might put them: request headers, bodies, token responses.
+      paths: [
+        'req.headers.authorization', 'req.headers.cookie', 'req.headers["x-api-key"]',
+        'headers.authorization', 'headers.cookie', 'headers["x-api-key"]',
+        '*.headers.authorization', '*.headers["x-api-key"]', 'res.headers["set-cookie"]',
+        'password', 'token', 'access_token', 'refresh_token', 'key', 'secret',
+        '*.password', '*.token', '*.access_token', '*.refresh_token', '*.key', '*.secret', '*.jwtSecret', '*.metricsToken',
+      ],
       censor: '[redacted]',
     },
     serializers: {

@@ -1,6 +1,9 @@
 /**
- * The process: loads configuration, starts the embedded PostgreSQL when no DATABASE_URL is given, builds the
- * app, listens, and shuts everything down gracefully on SIGTERM or SIGINT.
+ * The process: loads configuration, starts the embedded PostgreSQL when no database is configured, builds the
+ * app, listens, and shuts down gracefully on SIGTERM, SIGINT or `POST /shutdown`.
+ *
+ * Shutdown drains in-flight requests and streams (see src/ops/shutdown.ts), closes the pool, stops the embedded
+ * database and exits 0; if that takes longer than SHUTDOWN_TIMEOUT the process is forced out with exit code 1.
  */
 import pino from 'pino';
 import { buildApp } from './app.ts';
@@ -8,15 +11,18 @@ import { ConfigError, loadConfig, type Config } from './config.ts';
 import { loggerOptions } from './logger.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './storage/postgres/embedded.ts';
 
-async function main(): Promise<void> {
-  let config: Config;
+function readConfig(): Config {
   try {
-    config = loadConfig();
+    return loadConfig();
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     console.error(err.message);
     process.exit(1);
   }
+}
+
+async function main(): Promise<void> {
+  let config = readConfig();
   const log = pino(loggerOptions(config) as pino.LoggerOptions);
 
   let embedded: EmbeddedPostgres | undefined;
@@ -26,25 +32,30 @@ async function main(): Promise<void> {
     config = { ...config, databaseUrl: embedded.url };
   }
 
-  const app = await buildApp(config);
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    app.log.info({ signal }, 'shutting down');
-    const force = setTimeout(() => {
-      app.log.error('shutdown timed out; exiting');
-      process.exit(1);
-    }, config.shutdownTimeoutMs);
-    force.unref();
-    await app.close();
-    await embedded?.stop();
-    clearTimeout(force);
-    app.log.info('stopped');
+  let stopping: Promise<void> | undefined;
+  const stop = (reason: string) => {
+    stopping ??= (async () => {
+      log.info({ reason, timeoutMs: config.shutdownTimeoutMs }, 'shutting down');
+      const force = setTimeout(() => {
+        log.error('shutdown did not finish within SHUTDOWN_TIMEOUT; forcing exit');
+        process.exit(1);
+      }, config.shutdownTimeoutMs);
+      try {
+        await app.drain();
+        await app.close();
+        await embedded?.stop();
+      } finally {
+        clearTimeout(force);
+      }
+      log.info('stopped');
+      process.exit(0);
+    })();
+    return stopping;
   };
+
+  const app = await buildApp(config, { requestShutdown: (reason) => void stop(reason) });
   process.once('SIGTERM', () => void stop('SIGTERM'));
   process.once('SIGINT', () => void stop('SIGINT'));
-
   await app.listen({ host: config.host, port: config.port });
 }
 

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
+import type { Response as InjectResponse } from 'light-my-request';
 import postgres from 'postgres';
 import { startApp, userBody } from './support/app.ts';
 import { createTestDatabase, type TestDatabase } from './support/postgres.ts';
@@ -252,7 +253,7 @@ describe('GET /users', () => {
     const seen: string[] = [];
     let url: string | undefined = '/users?limit=7';
     while (url) {
-      const res = await app.inject(url);
+      const res: InjectResponse = await app.inject(url);
       assert.equal(res.statusCode, 200);
       seen.push(...res.json().map((u: { id: string }) => u.id));
       const link = res.headers.link as string | undefined;

@@ -5,6 +5,7 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import fp from 'fastify-plugin';
+import { SECURITY_SCHEMES } from '../auth/openapi.ts';
 import { VERSION } from '../ops/health.ts';
 
 export default fp(
@@ -17,7 +18,8 @@ export default fp(
           version: VERSION,
           description: 'Users CRUD, keyset pagination, streaming, batch writes, health and metrics.',
         },
-        tags: [{ name: 'users' }, { name: 'streaming' }, { name: 'operations' }],
+        tags: [{ name: 'users' }, { name: 'streaming' }, { name: 'operations' }, { name: 'auth' }],
+        components: { securitySchemes: SECURITY_SCHEMES },
       },
     });
     await app.register(swaggerUi, { routePrefix: '/docs' });

@@ -45,11 +45,18 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, err: App
   void reply.code(err.statusCode).headers(err.headers).type('application/json').send({ detail: err.detail });
 }
 
-export default fp(
-  async (app) => {
-    // A shadow router of every route, consulted only on a miss to tell 404 from 405.
+export interface ErrorHandlingOptions {
+  /** Runs before the not-found handler: the rate limit, so probing unknown paths is throttled too. */
+  notFoundPreHandler?: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+}
+
+export default fp<ErrorHandlingOptions>(
+  async (app, { notFoundPreHandler }) => {
+    // A shadow router of every route, consulted only on a miss to tell 404 from 405. The CORS preflight
+    // catch-all (OPTIONS *) is left out: it would make every unknown path a 405.
     const routes = FindMyWay();
     app.addHook('onRoute', (route) => {
+      if (route.url === '*' || route.url === '/*') return;
       for (const m of [route.method].flat()) routes.on(m as HTTPMethod, route.url, () => {});
     });
 
@@ -63,7 +70,7 @@ export default fp(
       return sendError(request, reply, errors.internal(err));
     });
 
-    app.setNotFoundHandler((request, reply) => {
+    app.setNotFoundHandler(notFoundPreHandler ? { preHandler: notFoundPreHandler } : {}, (request, reply) => {
       const path = request.url.split('?', 1)[0]!;
       const allow = routesAllowing(routes, path);
       sendError(request, reply, allow.length ? errors.methodNotAllowed(allow) : errors.notFound());

@@ -39,6 +39,8 @@ export function parseDeadline(raw: string | string[] | undefined, now: number): 
 }
 
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
+const hasBody = (h: IncomingMessage['headers']) =>
+  h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
 
 export default fp(
   async (app) => {
@@ -48,7 +50,7 @@ export default fp(
       reply.header('x-request-id', request.id);
       const headers = request.headers;
       // The original service parsed a body without Content-Type as JSON; Fastify would answer 415.
-      if (headers['content-type'] === undefined && BODY_METHODS.has(request.method)) {
+      if (headers['content-type'] === undefined && BODY_METHODS.has(request.method) && hasBody(headers)) {
         headers['content-type'] = 'application/json';
       }
       const timeout = headers['x-request-timeout'];

@@ -54,7 +54,7 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: Type.Object({ status: Type.String() }), 503: ErrorBody },
     },
   }, async (_request, reply) => {
-    const ready = await repo.schemaReady({ deadline: performance.now() + PROBE_MS }).catch(() => false);
+    const ready = !app.draining && (await repo.schemaReady({ deadline: performance.now() + PROBE_MS }).catch(() => false));
     if (ready) return { status: 'ready' };
     return reply.code(503).header('retry-after', '1').send({ detail: 'Service temporarily unavailable: database not ready' });
   });

@@ -21,11 +21,13 @@ export interface StorageOptions {
   config: Config;
   /** Use this repository instead of opening one from config; the caller then owns closing it. */
   repository?: UsersRepository;
+  /** Told about every database statement (duration, error code): the metrics plugin's hook. */
+  onQuery?: (seconds: number, errorCode: string | undefined) => void;
 }
 
 export default fp<StorageOptions>(
-  async (app, { config, repository }) => {
-    const repo = repository ?? (await openRepository(config, app.log));
+  async (app, { config, repository, onQuery }) => {
+    const repo = repository ?? (await openRepository(config, app.log, onQuery));
     app.decorate('repository', repo);
     app.decorate('users', createUsersService(repo));
     if (!repository) app.addHook('onClose', async () => repo.close());
@@ -33,8 +35,12 @@ export default fp<StorageOptions>(
   { name: 'storage' },
 );
 
-async function openRepository(config: Config, log: Parameters<typeof openPostgres>[0]['log']): Promise<UsersRepository> {
+async function openRepository(
+  config: Config,
+  log: Parameters<typeof openPostgres>[0]['log'],
+  onQuery: StorageOptions['onQuery'],
+): Promise<UsersRepository> {
   if (config.cassandra) throw new Error('The Cassandra backend is not available in this build');
   if (!config.databaseUrl) throw new Error('DATABASE_URL is unset and no embedded database was started');
-  return openPostgres({ url: config.databaseUrl, ...config.pool, log });
+  return openPostgres({ url: config.databaseUrl, ...config.pool, log, onQuery });
 }

@@ -33,6 +33,13 @@ export async function startServer(env: Record<string, string>, timeoutMs = 60_00
   });
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
+  // A failed assertion must not leave a server behind, nor keep the test process alive waiting for it.
+  child.unref();
+  (child.stdout as unknown as { unref(): void }).unref();
+  (child.stderr as unknown as { unref(): void }).unref();
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  child.once('exit', () => process.removeListener('exit', killOnExit));
   const exited = new Promise<number | string>((resolve) => child.once('exit', (code, sig) => resolve(code ?? sig ?? -1)));
   const baseUrl = `http://127.0.0.1:${port}`;
   const started = Date.now();
@@ -58,6 +65,7 @@ export async function startServer(env: Record<string, string>, timeoutMs = 60_00
     output: () => out,
     rss: () => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024,
     async stop(signal = 'SIGTERM') {
+      child.ref(); // waiting for the exit must keep this process alive
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
       return exited;
     },

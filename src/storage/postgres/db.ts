@@ -143,7 +143,12 @@ export function createDb(opts: DbOptions): Db {
     try {
       // Breaking out of this loop (the client went away) calls the cursor's return(), which closes the portal
       // and hands the connection back.
-      for await (const rows of q.cursor(o.fetchSize) as AsyncIterable<T>) yield rows;
+      for await (const rows of q.cursor(o.fetchSize) as AsyncIterable<T>) {
+        // The server ignores a cancel that arrives while the portal waits for our next fetch, so the deadline
+        // is also enforced here, between pages.
+        if (timedOut) throw errors.timeout();
+        yield rows;
+      }
     } catch (err) {
       failure = errorCode(err) ?? 'unknown';
       throw timedOut ? errors.timeout(err) : toAppError(err);
