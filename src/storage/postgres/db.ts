@@ -98,10 +98,20 @@ export function createDb(opts: DbOptions): Db {
     });
   }
 
+  /** Builds a query while holding a permit; a builder that throws must not leak the permit. */
+  function built<T extends readonly Row[]>(build: (sql: Sql) => PendingQuery<T>): PendingQuery<T> {
+    try {
+      return build(sql);
+    } catch (err) {
+      gate.release();
+      throw toAppError(err);
+    }
+  }
+
   async function query<T extends readonly Row[]>(build: (sql: Sql) => PendingQuery<T>, o?: CallOptions): Promise<T> {
     await acquire(o?.deadline);
     const started = performance.now();
-    const q = build(sql);
+    const q = built(build);
     return bounded<T>(q, timeLeft(o?.deadline), () => q.cancel(), started);
   }
 
@@ -133,7 +143,7 @@ export function createDb(opts: DbOptions): Db {
   ): AsyncGenerator<T> {
     await acquire(o.deadline);
     const started = performance.now();
-    const q = build(sql);
+    const q = built(build);
     let timedOut = false;
     const timer = o.deadline === undefined ? undefined : setTimeout(() => {
       timedOut = true;
