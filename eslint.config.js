@@ -4,7 +4,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'data/', 'coverage/', 'docs/'] },
+  { ignores: ['node_modules/', 'data/', 'coverage/', 'docs/', 'scratch/', '.scratch-*/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -50,6 +50,7 @@ const authRoutes: FastifyPluginAsyncTypebox<AuthRoutesOptions> = async (app, { s
     bodyLimit: BODY_LIMIT,
     schema: {
       tags, summary: 'Log in (OAuth2 password grant): an access token and a refresh token',
+      consumes: ['application/x-www-form-urlencoded', 'application/json'],
       description: 'Form (`username`, `password`) or JSON (`email` or `username`, `password`). Every failure is the same 401.',
       body: TokenRequest,
       response: { 200: TokenResponse, ...errorResponses(401, 413, 429, 503) },
@@ -64,6 +65,7 @@ const authRoutes: FastifyPluginAsyncTypebox<AuthRoutesOptions> = async (app, { s
     bodyLimit: BODY_LIMIT,
     schema: {
       tags, summary: 'Exchange a refresh token for new tokens (the old refresh token stops working)',
+      consumes: ['application/x-www-form-urlencoded', 'application/json'],
       description: 'Presenting an already-used refresh token revokes its whole session (every token issued from that login).',
       body: RefreshRequest,
       response: { 200: TokenResponse, ...errorResponses(401, 413, 429, 503) },

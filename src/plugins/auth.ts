@@ -138,7 +138,8 @@ export default fp<AuthOptions>(
       // expired token); anywhere else it is a 401, never a silent downgrade to anonymous.
       if ((request as unknown as Record<symbol, boolean>)[failed] && access !== 'public') throw errors.unauthorized();
       const p = request.principal;
-      const decision = decide(access, { scopes: p?.scopes, kind: p?.kind, loopback: isLoopback(request) }, auth.mode, metricsDigest !== undefined);
+      const loopback = access === 'admin' && auth.mode === 'off' && isLoopback(request);
+      const decision = decide(access, { scopes: p?.scopes, kind: p?.kind, loopback }, auth.mode, metricsDigest !== undefined);
       if (decision === 'unauthenticated') throw errors.unauthorized();
       if (decision === 'forbidden') throw errors.forbidden();
     }

@@ -68,6 +68,7 @@ const streamRoutes: FastifyPluginAsyncTypebox = async (app) => {
     body.once('close', () => void pages.return?.(undefined));
     abortAtDeadline(body, request.deadline);
     // A stream bypasses the serializer; the 200 schema documents what it carries, so the typed `send` does not fit.
+    // `X-Accel-Buffering: no` keeps a buffering reverse proxy (nginx) from holding the stream back.
     return reply.type(encoder.contentType).header('x-accel-buffering', 'no').send(body as never);
   });
 
