@@ -6,10 +6,10 @@
  * a connection, is bounded in time, and has its error mapped onto the catalogue exactly once.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import postgres, { type PendingQuery, type Row, type Sql, type TransactionSql } from 'postgres';
+import postgres, { type PendingQuery, type ReservedSql, type Row, type Sql, type TransactionSql } from 'postgres';
 import { errors } from '../../errors.ts';
 import { Gate } from '../../lib/gate.ts';
-import type { CallOptions, PoolStats } from '../repository.ts';
+import { errorKindOf, type CallOptions, type DbErrorKind, type PoolStats, type QueryObserver } from '../repository.ts';
 import { RETRYABLE_SQLSTATES, errorCode, toAppError } from './errors.ts';
 
 export interface DbOptions {
@@ -17,8 +17,8 @@ export interface DbOptions {
   max: number;
   acquireTimeoutMs: number;
   statementTimeoutMs: number;
-  /** Called once per statement, transaction or cursor with its duration and, when it failed, the error code. */
-  onQuery?: (seconds: number, errorCode: string | undefined) => void;
+  /** Called once per statement, transaction or cursor with its duration and, when it failed, the error kind. */
+  onQuery?: QueryObserver;
 }
 
 export interface TransactionOptions extends CallOptions {
@@ -40,6 +40,8 @@ export interface Db {
   stats(): PoolStats;
   close(): Promise<void>;
 }
+
+const kindOf = (err: unknown): DbErrorKind => errorKindOf(toAppError(err).statusCode);
 
 /** Reconnect quickly after the database returns: 50 ms, doubling, capped at 500 ms (seconds, as postgres.js wants). */
 const backoff = (attempt: number) => Math.min(0.05 * 2 ** attempt, 0.5);
@@ -87,7 +89,7 @@ export function createDb(opts: DbOptions): Db {
   function bounded<T>(work: Promise<T>, ms: number, onExpire: () => void, started: number): Promise<T> {
     work.then(
       () => { gate.release(); observe((performance.now() - started) / 1000, undefined); },
-      (err) => { gate.release(); observe((performance.now() - started) / 1000, errorCode(err) ?? 'unknown'); },
+      (err) => { gate.release(); observe((performance.now() - started) / 1000, kindOf(err)); },
     );
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => { onExpire(); reject(errors.timeout()); }, Math.max(0, ms));
@@ -143,27 +145,45 @@ export function createDb(opts: DbOptions): Db {
   ): AsyncGenerator<T> {
     await acquire(o.deadline);
     const started = performance.now();
-    const q = built(build);
+    let conn: ReservedSql | undefined;
+    let q: PendingQuery<T> | undefined;
     let timedOut = false;
-    const timer = o.deadline === undefined ? undefined : setTimeout(() => {
-      timedOut = true;
-      q.cancel();
-    }, Math.max(0, o.deadline - started));
-    let failure: string | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    let failure: DbErrorKind | undefined;
+    let committed = false;
     try {
-      // Breaking out of this loop (the client went away) calls the cursor's return(), which closes the portal
-      // and hands the connection back.
+      // A stream lives as long as its client reads, which may be far longer than STATEMENT_TIMEOUT_MS: the
+      // server counts a portal's time while it waits for our next fetch. So the cursor runs in a read-only
+      // transaction of its own, with the request deadline (or none) as its statement timeout.
+      conn = await sql.reserve();
+      await conn`BEGIN READ ONLY`;
+      const ms = o.deadline === undefined ? 0 : Math.max(1, Math.floor(o.deadline - performance.now()));
+      await conn`SELECT set_config('statement_timeout', ${String(ms)}, true)`;
+      q = build(conn);
+      const query = q;
+      if (o.deadline !== undefined) {
+        timer = setTimeout(() => {
+          timedOut = true;
+          query.cancel();
+        }, Math.max(0, o.deadline - performance.now()));
+      }
+      // Breaking out of this loop (the client went away) calls the cursor's return(), which closes the portal.
       for await (const rows of q.cursor(o.fetchSize) as AsyncIterable<T>) {
         // The server ignores a cancel that arrives while the portal waits for our next fetch, so the deadline
         // is also enforced here, between pages.
         if (timedOut) throw errors.timeout();
         yield rows;
       }
+      await conn`COMMIT`;
+      committed = true;
     } catch (err) {
-      failure = errorCode(err) ?? 'unknown';
+      failure = timedOut ? 'timeout' : kindOf(err);
       throw timedOut ? errors.timeout(err) : toAppError(err);
     } finally {
       clearTimeout(timer);
+      // Early exit (client gone, error): end the transaction before the connection goes back to the pool.
+      if (conn && !committed) await conn`ROLLBACK`.catch(() => {});
+      conn?.release();
       gate.release();
       observe((performance.now() - started) / 1000, failure);
     }
