@@ -41,6 +41,12 @@ const MetricsJson = Type.Object({
     errors_by_kind: Type.Object({ unavailable: Count, timeout: Count, bad_input: Count, other: Count }),
     avg_query_time_ms: Ms,
   }),
+  database_hosts: Type.Optional(Type.Array(Type.Object({
+    host: Type.String({ description: 'address:port' }),
+    up: Type.Boolean({ description: 'The driver considers the host usable' }),
+    open_connections: Count,
+    in_flight: count('Requests sent to the host and not yet answered'),
+  }), { description: 'Per-host driver figures (Cassandra backend only)' })),
   backend: Type.String(),
   uptime_seconds: Type.Number({ minimum: 0 }),
   timestamp: Type.String({ format: 'date-time' }),
@@ -101,6 +107,11 @@ const metricsRoutes: FastifyPluginAsyncTypebox = async (app) => {
         errors_by_kind: s.db.errors,
         avg_query_time_ms: round(s.db.avgMs),
       },
+      ...(pool.hosts ? {
+        database_hosts: pool.hosts.map((h) => ({
+          host: h.host, up: h.up, open_connections: h.openConnections, in_flight: h.inFlight,
+        })),
+      } : {}),
       backend: app.repository.backend,
       uptime_seconds: round(s.uptimeSeconds),
       timestamp: new Date().toISOString(),

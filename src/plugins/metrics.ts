@@ -12,8 +12,7 @@ import type { ServerResponse } from 'node:http';
 import fp from 'fastify-plugin';
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
-import { toAppError } from '../storage/postgres/errors.ts';
-import type { PoolStats } from '../storage/repository.ts';
+import type { DbErrorKind, HostStats, PoolStats, QueryObserver } from '../storage/repository.ts';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -21,7 +20,7 @@ declare module 'fastify' {
   }
 }
 
-export type DbErrorKind = 'unavailable' | 'timeout' | 'bad_input' | 'other';
+export type { DbErrorKind };
 const DB_ERROR_KINDS: readonly DbErrorKind[] = ['unavailable', 'timeout', 'bad_input', 'other'];
 
 /** Live figures for the JSON view of `/metrics`. */
@@ -39,8 +38,8 @@ export interface MetricsSnapshot {
 
 export interface Metrics {
   readonly registry: Registry;
-  /** The storage adapter's `onQuery` hook: one call per statement, transaction or cursor. */
-  readonly observeQuery: (seconds: number, errorCode: string | undefined) => void;
+  /** The storage adapter's `onQuery` hook: one call per statement, transaction, cursor or page. */
+  readonly observeQuery: QueryObserver;
   snapshot(): MetricsSnapshot;
 }
 
@@ -149,19 +148,6 @@ class SlidingWindow {
 /** How many recent responses the percentiles of `/metrics` cover. */
 const WINDOW_SIZE = 1024;
 
-/**
- * The kind of a failed query, from its SQLSTATE or driver code, by the same mapping that decides the response
- * status (one source of truth for what a code means).
- */
-function kindOf(code: string): DbErrorKind {
-  switch (toAppError({ code }).statusCode) {
-    case 503: return 'unavailable';
-    case 504: return 'timeout';
-    case 400: return 'bad_input';
-    default: return 'other';
-  }
-}
-
 const NO_POOL: PoolStats = { active: 0, idle: 0, waiting: 0, max: 0 };
 
 export default fp(
@@ -176,7 +162,6 @@ export default fp(
     const byClass = new Float64Array(6);
     const window = new SlidingWindow(WINDOW_SIZE);
     const dbErrors: Record<DbErrorKind, number> = { unavailable: 0, timeout: 0, bad_input: 0, other: 0 };
-    const kinds = new Map<string, DbErrorKind>();
 
     const http = new FastHistogram(
       'http_request_duration_seconds', 'HTTP request duration by method, route pattern and status',
@@ -201,6 +186,18 @@ export default fp(
     poolGauge('db_pool_idle_connections', 'Pooled connections free (open or not yet opened)', (p) => p.idle);
     poolGauge('db_pool_waiting_requests', 'Callers queued for a pooled connection', (p) => p.waiting);
     poolGauge('db_pool_max_connections', 'Upper bound of pooled connections', (p) => p.max);
+    // Per-host driver figures (Cassandra): one series per host the driver knows, read at scrape time.
+    const hostGauge = (name: string, help: string, read: (h: HostStats) => number) =>
+      new Gauge({
+        name, help, labelNames: ['host'], registers: [registry],
+        collect() {
+          this.reset();
+          for (const h of pool().hosts ?? []) this.set({ host: h.host }, read(h));
+        },
+      });
+    hostGauge('db_host_up', 'The driver considers the database host usable (1) or down (0)', (h) => (h.up ? 1 : 0));
+    hostGauge('db_host_open_connections', 'Driver connections open to the database host', (h) => h.openConnections);
+    hostGauge('db_host_in_flight_requests', 'Requests sent to the database host and not yet answered', (h) => h.inFlight);
 
     // route -> method -> status -> series, so the hot path does three Map lookups and no string building.
     const seriesCache = new Map<string, Map<string, Map<number, Series>>>();
@@ -237,14 +234,14 @@ export default fp(
       done();
     });
 
-    const observeQuery = (seconds: number, errorCode: string | undefined): void => {
-      if (errorCode === undefined) {
+    // The adapter reports the kind it mapped the failure to (the same mapping that decided the response status),
+    // so this stays backend-neutral.
+    const observeQuery: QueryObserver = (seconds, kind) => {
+      if (kind === undefined) {
         querySuccess.observe(seconds);
         return;
       }
       queryError.observe(seconds);
-      let kind = kinds.get(errorCode);
-      if (kind === undefined) kinds.set(errorCode, (kind = kindOf(errorCode)));
       dbErrors[kind]++;
       errorsByKind.inc({ kind });
     };

@@ -50,6 +50,37 @@ export interface StreamOptions extends CallOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * The kind of a failed database call, from the catalogue status the adapter mapped it to (503 `unavailable`,
+ * 504 `timeout`, 400 `bad_input`, anything else `other`). Adapters report it, so metrics never need to know
+ * a backend's error codes.
+ */
+export type DbErrorKind = 'unavailable' | 'timeout' | 'bad_input' | 'other';
+
+/** Told about every database call (statement, transaction, cursor, page): its duration and, if it failed, the kind. */
+export type QueryObserver = (seconds: number, failure: DbErrorKind | undefined) => void;
+
+/** The `DbErrorKind` of a catalogue status code. */
+export function errorKindOf(statusCode: number): DbErrorKind {
+  switch (statusCode) {
+    case 503: return 'unavailable';
+    case 504: return 'timeout';
+    case 400: return 'bad_input';
+    default: return 'other';
+  }
+}
+
+/** One database host as the driver sees it (backends with a multi-host driver: Cassandra). */
+export interface HostStats {
+  /** `address:port`. */
+  host: string;
+  /** The driver considers the host usable (its connections are open). */
+  up: boolean;
+  openConnections: number;
+  /** Requests sent to this host and not yet answered. */
+  inFlight: number;
+}
+
 /** Connection pool figures for health and metrics. */
 export interface PoolStats {
   /** Connections running a query, cursor or transaction. */
@@ -60,6 +91,8 @@ export interface PoolStats {
   waiting: number;
   /** Upper bound of connections. */
   max: number;
+  /** Per-host driver figures, for backends that talk to several hosts. */
+  hosts?: HostStats[];
 }
 
 export interface UsersRepository {

@@ -4,7 +4,7 @@
  * The service must start while the database is down (reporting not ready) and recover by itself, so when the
  * first migration attempt cannot reach the server it is retried in the background until it succeeds.
  */
-import type { UsersRepository } from '../repository.ts';
+import type { QueryObserver, UsersRepository } from '../repository.ts';
 import { createDb } from './db.ts';
 import { errorCode, toAppError } from './errors.ts';
 import { createHealth } from './health.ts';
@@ -19,7 +19,7 @@ export interface PostgresOptions {
   /** Apply pending migrations at start (default true). */
   migrate?: boolean;
   log: { info(msg: string): void; warn(obj: object, msg: string): void };
-  onQuery?: (seconds: number, errorCode: string | undefined) => void;
+  onQuery?: QueryObserver;
 }
 
 const MIGRATE_RETRY_MS = 1000;
