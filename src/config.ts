@@ -5,8 +5,15 @@
  * one-line message and exit code 1. Defaults let a new user start with no configuration at all: embedded
  * PostgreSQL under ./data, listening on 127.0.0.1:8000.
  */
+import { availableParallelism } from 'node:os';
 import envSchema from 'env-schema';
 import { Type, type Static } from 'typebox';
+
+const READ_CONSISTENCIES = ['ONE', 'TWO', 'THREE', 'QUORUM', 'ALL', 'LOCAL_QUORUM', 'LOCAL_ONE'] as const;
+const WRITE_CONSISTENCIES = [...READ_CONSISTENCIES, 'ANY', 'EACH_QUORUM'] as const;
+export type ReadConsistency = (typeof READ_CONSISTENCIES)[number];
+export type WriteConsistency = (typeof WRITE_CONSISTENCIES)[number];
+export type SerialConsistency = 'SERIAL' | 'LOCAL_SERIAL';
 
 const Env = Type.Object({
   NODE_ENV: Type.String({ default: 'development' }),
@@ -23,6 +30,22 @@ const Env = Type.Object({
   CASSANDRA_PORT: Type.Integer({ default: 9042, minimum: 1, maximum: 65535 }),
   CASSANDRA_KEYSPACE: Type.String({ default: 'spate', pattern: '^[A-Za-z][A-Za-z0-9_]{0,47}$' }),
   CASSANDRA_LOCAL_DC: Type.String({ default: 'datacenter1', minLength: 1 }),
+  // The keyspace is created with these only when it does not exist yet; an existing keyspace is never altered.
+  CASSANDRA_REPLICATION_STRATEGY: Type.Unsafe<'SimpleStrategy' | 'NetworkTopologyStrategy'>({
+    type: 'string', enum: ['SimpleStrategy', 'NetworkTopologyStrategy'], default: 'SimpleStrategy',
+  }),
+  CASSANDRA_REPLICATION_FACTOR: Type.Integer({ default: 1, minimum: 1, maximum: 100 }),
+  CASSANDRA_READ_CONSISTENCY: Type.Unsafe<ReadConsistency>({ type: 'string', enum: READ_CONSISTENCIES, default: 'LOCAL_QUORUM' }),
+  CASSANDRA_WRITE_CONSISTENCY: Type.Unsafe<WriteConsistency>({ type: 'string', enum: WRITE_CONSISTENCIES, default: 'LOCAL_QUORUM' }),
+  CASSANDRA_SERIAL_CONSISTENCY: Type.Unsafe<SerialConsistency>({
+    type: 'string', enum: ['SERIAL', 'LOCAL_SERIAL'], default: 'LOCAL_SERIAL',
+  }),
+  CASSANDRA_REQUEST_TIMEOUT_MS: Type.Integer({ default: 12_000, minimum: 1, maximum: 600_000 }),
+  CASSANDRA_SPECULATIVE_DELAY_MS: Type.Optional(Type.Integer({ minimum: 0, maximum: 60_000 })),
+  CASSANDRA_FAIL_FAST: Type.Boolean({ default: true }),
+  CASSANDRA_PROTOCOL_VERSION: Type.Optional(Type.Integer({ minimum: 3, maximum: 4 })),
+  CASSANDRA_USERNAME: Type.Optional(Type.String({ minLength: 1 })),
+  CASSANDRA_PASSWORD: Type.Optional(Type.String()),
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
   POOL_MAX: Type.Integer({ default: 10, minimum: 1, maximum: 1000 }),
   POOL_ACQUIRE_TIMEOUT_MS: Type.Integer({ default: 2000, minimum: 1, maximum: 600_000 }),
@@ -30,6 +53,7 @@ const Env = Type.Object({
   BODY_LIMIT: Type.Integer({ default: 1_048_576, minimum: 1024, maximum: 1_073_741_824 }),
   BATCH_MAX: Type.Integer({ default: 1000, minimum: 1, maximum: 100_000 }),
   SHUTDOWN_TIMEOUT: Type.Number({ default: 30, exclusiveMinimum: 0, maximum: 3600 }),
+  WORKERS: Type.String({ default: '1' }),
   // Security (docs/security.md).
   AUTH_MODE: Type.Optional(Type.Unsafe<'on' | 'off'>({ type: 'string', enum: ['on', 'off'] })),
   AUTH_REGISTRATION: Type.Optional(Type.Boolean()),
@@ -67,17 +91,46 @@ export interface Config {
   /** Where the embedded PostgreSQL keeps its data when `databaseUrl` is unset. */
   dataDir: string;
   databaseUrl: string | undefined;
-  cassandra: { hosts: string[]; port: number; keyspace: string; localDc: string } | undefined;
+  cassandra: CassandraConfig | undefined;
   redisUrl: string | undefined;
   pool: { max: number; acquireTimeoutMs: number; statementTimeoutMs: number };
   bodyLimit: number;
   batchMax: number;
   shutdownTimeoutMs: number;
+  /** Worker processes sharing the port (src/cluster.ts); 1 serves from this process alone. */
+  workers: number;
   auth: AuthConfig;
   rateLimit: RateLimitConfig;
   http: HttpConfig;
   /** `/metrics*` answer only to this bearer token (or an admin) when set. */
   metricsToken: string | undefined;
+}
+
+/**
+ * The Cassandra backend (docs/cassandra.md). Only the connection fields are required, so a config built by hand
+ * (tests) stays short; `loadConfig` always fills every field, and the adapter applies the same defaults.
+ */
+export interface CassandraConfig {
+  hosts: string[];
+  port: number;
+  keyspace: string;
+  localDc: string;
+  /** Used only when the keyspace does not exist yet. Default SimpleStrategy, factor 1. */
+  replication?: { strategy: 'SimpleStrategy' | 'NetworkTopologyStrategy'; factor: number };
+  /** Default LOCAL_QUORUM for both. */
+  readConsistency?: ReadConsistency;
+  writeConsistency?: WriteConsistency;
+  /** The Paxos phase of conditional updates. Default LOCAL_SERIAL. */
+  serialConsistency?: SerialConsistency;
+  /** Bound on one repository call when the request sets no deadline. Default 12000. */
+  requestTimeoutMs?: number;
+  /** Send an idempotent request to a second host when the first has not answered after this long. Default off. */
+  speculativeDelayMs?: number;
+  /** Answer 503 at once when the driver sees too few replicas up for the consistency level. Default true. */
+  failFast?: boolean;
+  /** Native protocol version; default negotiated (Cassandra 2.1 speaks 3). */
+  protocolVersion?: number;
+  credentials?: { username: string; password: string };
 }
 
 export interface AuthConfig {
@@ -154,9 +207,7 @@ function toConfig(env: Env): Config {
     logLevel: env.LOG_LEVEL,
     dataDir: env.DATA_DIR,
     databaseUrl: env.DATABASE_URL,
-    cassandra: hosts?.length
-      ? { hosts, port: env.CASSANDRA_PORT, keyspace: env.CASSANDRA_KEYSPACE, localDc: env.CASSANDRA_LOCAL_DC }
-      : undefined,
+    cassandra: hosts?.length ? cassandraConfig(env, hosts) : undefined,
     redisUrl: env.REDIS_URL,
     pool: {
       max: env.POOL_MAX,
@@ -166,6 +217,7 @@ function toConfig(env: Env): Config {
     bodyLimit: env.BODY_LIMIT,
     batchMax: env.BATCH_MAX,
     shutdownTimeoutMs: Math.round(env.SHUTDOWN_TIMEOUT * 1000),
+    workers: parseWorkers(env.WORKERS),
     auth: authConfig(env),
     rateLimit: {
       // Off outside production, so the contract's clients and load tests from one address run unthrottled.
@@ -192,6 +244,34 @@ function checkedSecret(name: string, value: string, minBytes: number): string {
     throw new ConfigError(`Invalid configuration: ${name} looks like a placeholder; use a random value (e.g. openssl rand -base64 48)`);
   }
   return value;
+}
+
+function cassandraConfig(env: Env, hosts: string[]): CassandraConfig {
+  if ((env.CASSANDRA_USERNAME === undefined) !== (env.CASSANDRA_PASSWORD === undefined)) {
+    throw new ConfigError('Invalid configuration: set both CASSANDRA_USERNAME and CASSANDRA_PASSWORD, or neither');
+  }
+  for (const host of hosts) {
+    if (!/^[\w.:[\]-]+$/.test(host)) {
+      throw new ConfigError(`Invalid configuration: CASSANDRA_HOSTS entry '${host}' is not a host name or address`);
+    }
+  }
+  return {
+    hosts,
+    port: env.CASSANDRA_PORT,
+    keyspace: env.CASSANDRA_KEYSPACE,
+    localDc: env.CASSANDRA_LOCAL_DC,
+    replication: { strategy: env.CASSANDRA_REPLICATION_STRATEGY, factor: env.CASSANDRA_REPLICATION_FACTOR },
+    readConsistency: env.CASSANDRA_READ_CONSISTENCY,
+    writeConsistency: env.CASSANDRA_WRITE_CONSISTENCY,
+    serialConsistency: env.CASSANDRA_SERIAL_CONSISTENCY,
+    requestTimeoutMs: env.CASSANDRA_REQUEST_TIMEOUT_MS,
+    speculativeDelayMs: env.CASSANDRA_SPECULATIVE_DELAY_MS,
+    failFast: env.CASSANDRA_FAIL_FAST,
+    protocolVersion: env.CASSANDRA_PROTOCOL_VERSION,
+    credentials: env.CASSANDRA_USERNAME !== undefined && env.CASSANDRA_PASSWORD !== undefined
+      ? { username: env.CASSANDRA_USERNAME, password: env.CASSANDRA_PASSWORD }
+      : undefined,
+  };
 }
 
 function authConfig(env: Env): AuthConfig {
@@ -222,6 +302,20 @@ function authConfig(env: Env): AuthConfig {
       ? { email: env.ADMIN_EMAIL, password: env.ADMIN_PASSWORD }
       : undefined,
   };
+}
+
+/** Most worker processes accepted: far past any core count, low enough that a typo cannot fork-bomb the host. */
+const MAX_WORKERS = 256;
+
+/** `WORKERS`: a count, or `auto` for one per core this process may use. */
+function parseWorkers(raw: string): number {
+  const value = raw.trim().toLowerCase();
+  if (value === 'auto') return availableParallelism();
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!(n >= 1 && n <= MAX_WORKERS)) {
+    throw new ConfigError(`Invalid configuration: WORKERS must be auto or a whole number from 1 to ${MAX_WORKERS}`);
+  }
+  return n;
 }
 
 function httpConfig(env: Env): HttpConfig {

@@ -4,9 +4,15 @@
  *
  * Shutdown drains in-flight requests and streams (see src/ops/shutdown.ts), closes the pool, stops the embedded
  * database and exits 0; if that takes longer than SHUTDOWN_TIMEOUT the process is forced out with exit code 1.
+ *
+ * With WORKERS above 1 this process becomes the primary of src/cluster.ts, and each worker it forks runs
+ * `serve` below with the database URL the primary hands it. With WORKERS=1 (the default) there is no cluster
+ * at all: this one process serves, exactly as before.
  */
+import cluster from 'node:cluster';
 import pino from 'pino';
 import { buildApp } from './app.ts';
+import { runPrimary, SHUTDOWN_MESSAGE } from './cluster.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { loggerOptions } from './logger.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './storage/postgres/embedded.ts';
@@ -21,16 +27,21 @@ function readConfig(): Config {
   }
 }
 
-async function main(): Promise<void> {
-  let config = readConfig();
-  const log = pino(loggerOptions(config) as pino.LoggerOptions);
+/** The embedded PostgreSQL when neither DATABASE_URL nor Cassandra is configured, with the config pointing at it. */
+async function startDatabase(
+  config: Config,
+  log: pino.Logger,
+): Promise<{ config: Config; embedded: EmbeddedPostgres | undefined }> {
+  if (config.databaseUrl || config.cassandra) return { config, embedded: undefined };
+  log.info({ dataDir: config.dataDir }, 'starting embedded PostgreSQL');
+  const embedded = await startEmbeddedPostgres(config.dataDir, (line) => log.debug({ pg: line }, 'postgres'));
+  return { config: { ...config, databaseUrl: embedded.url }, embedded };
+}
 
-  let embedded: EmbeddedPostgres | undefined;
-  if (!config.databaseUrl && !config.cassandra) {
-    log.info({ dataDir: config.dataDir }, 'starting embedded PostgreSQL');
-    embedded = await startEmbeddedPostgres(config.dataDir, (line) => log.debug({ pg: line }, 'postgres'));
-    config = { ...config, databaseUrl: embedded.url };
-  }
+/** One serving process: the whole service when WORKERS=1, else one cluster worker. */
+async function serve(initial: Config, log: pino.Logger): Promise<void> {
+  // A worker never starts a database: the primary passed it the URL of the one it started (or the configured one).
+  const { config, embedded } = await startDatabase(initial, log);
 
   let stopping: Promise<void> | undefined;
   const stop = (reason: string) => {
@@ -41,8 +52,12 @@ async function main(): Promise<void> {
         process.exit(1);
       }, config.shutdownTimeoutMs);
       try {
-        await app.drain();
-        await app.close();
+        // A signal during start-up waits for the app to be built, then closes it like any other.
+        const app = await building.catch(() => undefined);
+        if (app) {
+          await app.drain();
+          await app.close();
+        }
         await embedded?.stop();
       } finally {
         clearTimeout(force);
@@ -52,11 +67,26 @@ async function main(): Promise<void> {
     })();
     return stopping;
   };
+  // In a worker, POST /shutdown stops the whole service: the primary drains every worker, this one included.
+  const requestShutdown = (reason: string) => {
+    if (cluster.isWorker && process.connected) process.send!({ type: SHUTDOWN_MESSAGE, reason });
+    else void stop(reason);
+  };
 
-  const app = await buildApp(config, { requestShutdown: (reason) => void stop(reason) });
+  // Before the build, so a signal during start-up still exits cleanly (and stops the embedded database).
   process.once('SIGTERM', () => void stop('SIGTERM'));
   process.once('SIGINT', () => void stop('SIGINT'));
+  const building = buildApp(config, { requestShutdown });
+  const app = await building;
+  if (stopping) return;
   await app.listen({ host: config.host, port: config.port });
+}
+
+async function main(): Promise<void> {
+  const config = readConfig();
+  const log = pino(loggerOptions(config) as pino.LoggerOptions);
+  if (cluster.isPrimary && config.workers > 1) await runPrimary(config, log, startDatabase);
+  else await serve(config, log);
 }
 
 main().catch((err) => {

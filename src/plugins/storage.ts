@@ -6,8 +6,9 @@
  */
 import fp from 'fastify-plugin';
 import type { Config } from '../config.ts';
+import { openCassandra } from '../storage/cassandra/index.ts';
 import { openPostgres } from '../storage/postgres/index.ts';
-import type { UsersRepository } from '../storage/repository.ts';
+import type { QueryObserver, UsersRepository } from '../storage/repository.ts';
 import { createUsersService, type UsersService } from '../users/service.ts';
 
 declare module 'fastify' {
@@ -21,8 +22,8 @@ export interface StorageOptions {
   config: Config;
   /** Use this repository instead of opening one from config; the caller then owns closing it. */
   repository?: UsersRepository;
-  /** Told about every database statement (duration, error code): the metrics plugin's hook. */
-  onQuery?: (seconds: number, errorCode: string | undefined) => void;
+  /** Told about every database call (duration, error kind): the metrics plugin's hook. */
+  onQuery?: QueryObserver;
 }
 
 export default fp<StorageOptions>(
@@ -40,7 +41,7 @@ async function openRepository(
   log: Parameters<typeof openPostgres>[0]['log'],
   onQuery: StorageOptions['onQuery'],
 ): Promise<UsersRepository> {
-  if (config.cassandra) throw new Error('The Cassandra backend is not available in this build');
+  if (config.cassandra) return openCassandra({ ...config.cassandra, log, onQuery });
   if (!config.databaseUrl) throw new Error('DATABASE_URL is unset and no embedded database was started');
   return openPostgres({ url: config.databaseUrl, ...config.pool, log, onQuery });
 }

@@ -64,6 +64,11 @@ export interface CassandraNodeOptions {
   jmxPort?: number;
   /** How long to wait for CQL to answer. Default 120 s, which leaves room for a loaded 2-core CI box. */
   startTimeoutMs?: number;
+  /**
+   * Let the JVM use its optimising compiler (C2) too. Default false: tests run C1 only, which warms up quicker;
+   * a throughput measurement needs C2, or it measures the interpreter-grade code of a cold JVM.
+   */
+  fullJit?: boolean;
 }
 
 /** A running (or stopped) Cassandra node owned by this test process. */
@@ -259,6 +264,7 @@ interface NodeConfig {
   storagePort: number;
   jmxPort: number | undefined;
   startTimeoutMs: number;
+  fullJit: boolean;
 }
 
 /**
@@ -397,7 +403,7 @@ function javaArgs(cfg: NodeConfig, java: string, home: string): string[] {
     // small test heap and starts no GC worker threads, which matters with three JVMs on 2 cores.
     '-XX:+UseSerialGC',
     // C1 only: the JVM warms up quicker, and short test runs never benefit from C2.
-    '-XX:TieredStopAtLevel=1',
+    ...(cfg.fullJit ? [] : ['-XX:TieredStopAtLevel=1']),
     '-XX:+ExitOnOutOfMemoryError',
     `@${writeModuleArgFile(cfg, java)}`,
     // Memtable and cache sizing call MemoryMeter.measure, which needs the agent's Instrumentation.
@@ -658,6 +664,7 @@ export async function startCassandraNode(opts: CassandraNodeOptions = {}): Promi
     storagePort: opts.storagePort ?? (freeStorage as number),
     jmxPort: opts.jmxPort,
     startTimeoutMs: opts.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
+    fullJit: opts.fullJit ?? false,
   };
   writeConfig(cfg);
   installExitHook();

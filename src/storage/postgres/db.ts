@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import postgres, { type PendingQuery, type ReservedSql, type Row, type Sql, type TransactionSql } from 'postgres';
 import { errors } from '../../errors.ts';
 import { Gate } from '../../lib/gate.ts';
+import { parseTimestamptz } from '../../lib/pg-timestamp.ts';
 import { errorKindOf, type CallOptions, type DbErrorKind, type PoolStats, type QueryObserver } from '../repository.ts';
 import { RETRYABLE_SQLSTATES, errorCode, toAppError } from './errors.ts';
 
@@ -43,6 +44,18 @@ export interface Db {
 
 const kindOf = (err: unknown): DbErrorKind => errorKindOf(toAppError(err).statusCode);
 
+/** The type OID of timestamptz. */
+const TIMESTAMPTZ = 1184;
+
+/**
+ * Asks the server to cancel a running statement. The cancel request travels on a connection of its own, which the
+ * server closes without a word (sometimes with a reset): its failure is of no interest, and left unhandled it
+ * would end the process.
+ */
+function cancel(q: { cancel(): unknown }): void {
+  void Promise.resolve(q.cancel()).catch(() => {});
+}
+
 /** Reconnect quickly after the database returns: 50 ms, doubling, capped at 500 ms (seconds, as postgres.js wants). */
 const backoff = (attempt: number) => Math.min(0.05 * 2 ** attempt, 0.5);
 
@@ -56,7 +69,16 @@ export function createDb(opts: DbOptions): Db {
     idle_timeout: 60,
     backoff,
     onnotice: () => {},
-    connection: { application_name: 'spate', statement_timeout: opts.statementTimeoutMs },
+    // UTC sessions, so that timestamps arrive in the one form parseTimestamptz reads quickly.
+    connection: { application_name: 'spate', statement_timeout: opts.statementTimeoutMs, TimeZone: 'UTC' },
+    types: {
+      timestamptz: {
+        to: TIMESTAMPTZ,
+        from: [TIMESTAMPTZ],
+        serialize: (x: Date | string) => (x instanceof Date ? x : new Date(x)).toISOString(),
+        parse: parseTimestamptz,
+      },
+    },
   });
   const gate = new Gate(opts.max);
   const defaultTimeoutMs = opts.statementTimeoutMs + HUNG_SERVER_GRACE_MS;
@@ -114,7 +136,7 @@ export function createDb(opts: DbOptions): Db {
     await acquire(o?.deadline);
     const started = performance.now();
     const q = built(build);
-    return bounded<T>(q, timeLeft(o?.deadline), () => q.cancel(), started);
+    return bounded<T>(q, timeLeft(o?.deadline), () => cancel(q), started);
   }
 
   async function transaction<T>(fn: (tx: TransactionSql) => Promise<T>, o: TransactionOptions = {}): Promise<T> {
@@ -164,7 +186,7 @@ export function createDb(opts: DbOptions): Db {
       if (o.deadline !== undefined) {
         timer = setTimeout(() => {
           timedOut = true;
-          query.cancel();
+          cancel(query);
         }, Math.max(0, o.deadline - performance.now()));
       }
       // Breaking out of this loop (the client went away) calls the cursor's return(), which closes the portal.

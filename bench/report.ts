@@ -1,0 +1,225 @@
+/**
+ * docs/benchmarks.md and its chart (docs/benchmarks.svg, drawn here: no plotting tools) from a run's results.
+ *
+ * The generated parts are rewritten on every run; the hand-written analysis between the `analysis` markers of
+ * the existing file is kept as it is.
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import type { WrkResult } from './kit.ts';
+import { describeLoad, type LoadReport, type MachineInfo } from './machine.ts';
+import type { Figure } from './micro.ts';
+import type { StreamResult } from './stream.ts';
+
+export type Scenario = 'get_by_id' | 'list' | 'create';
+
+export interface Run<T> {
+  results: T;
+  load: LoadReport;
+}
+
+export interface BenchResults {
+  date: string;
+  machine: MachineInfo;
+  duration: number;
+  connections: number;
+  rows: number;
+  command: string;
+  scenarios: { scenario: Scenario; runs: Run<WrkResult[]>[] }[];
+  workers?: Run<WrkResult[]>[];
+  stream?: Run<StreamResult[]>;
+  micro?: Run<Figure[]>;
+}
+
+const SCENARIO_TEXT: Record<Scenario, string> = {
+  get_by_id: '`GET /users/{id}`, ids drawn at random from the first 20,000 seeded rows',
+  list: '`GET /users?limit=100`, the first page of 100 users',
+  create: '`POST /users` with a unique email per request (a committed insert each)',
+};
+
+/** The issue's targets: Spate's req/s over the peer's, at least. */
+const TARGETS: { scenario: Scenario; peer: string; ratio: number }[] = [
+  { scenario: 'get_by_id', peer: 'fastapi', ratio: 4 },
+  { scenario: 'get_by_id', peer: 'express', ratio: 2.5 },
+  { scenario: 'get_by_id', peer: 'fastify-raw', ratio: 0.9 },
+  { scenario: 'create', peer: 'fastapi', ratio: 3 },
+  { scenario: 'create', peer: 'fastify-raw', ratio: 0.9 },
+  { scenario: 'list', peer: 'fastify-raw', ratio: 1.0 },
+];
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? (s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2) : NaN;
+};
+const fmt = (n: number | null | undefined, digits = 0) => (n === null || n === undefined || Number.isNaN(n) ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+
+/** Spate's req/s over `peer`'s in one run (Spate is the first subject). */
+function ratioIn(results: WrkResult[], peer: string): number {
+  const spate = results[0]?.rps ?? 0;
+  const other = results.find((r) => r.name === peer)?.rps ?? 0;
+  return other > 0 ? spate / other : NaN;
+}
+
+function targetsTable(r: BenchResults): string {
+  const lines = ['| Target | Runs | Median | Met |', '|---|---|---|---|'];
+  for (const t of TARGETS) {
+    const s = r.scenarios.find((x) => x.scenario === t.scenario);
+    if (!s) continue;
+    const ratios = s.runs.map((run) => ratioIn(run.results, t.peer));
+    const m = median(ratios);
+    lines.push(`| ${t.scenario}: Spate ≥ ${t.ratio}× ${t.peer} | ${ratios.map((x) => `${fmt(x, 2)}×`).join(', ')} | ${fmt(m, 2)}× | ${m >= t.ratio ? 'yes' : '**no**'} |`);
+  }
+  if (r.stream) {
+    for (const s of r.stream.results) {
+      lines.push(`| stream (fetch_size ${s.fetchSize}): ≥ 100,000 rows/s | ${fmt(s.rowsPerSecond)} rows/s | | ${s.rowsPerSecond >= 100_000 ? 'yes' : '**no**'} |`);
+      lines.push(`| stream (fetch_size ${s.fetchSize}): RSS growth < 50 MB for 1,000,000 rows | ${fmt(s.growthMb, 1)} MB | | ${s.growthMb < 50 ? 'yes' : '**no**'} |`);
+    }
+  }
+  if (r.micro) {
+    for (const f of r.micro.results.filter((x) => x.targetUs !== undefined)) {
+      lines.push(`| ${f.name}: p50 < ${f.targetUs} µs | ${fmt(f.p50Us, 1)} µs (p99 ${fmt(f.p99Us, 1)}) | | ${f.p50Us < f.targetUs! ? 'yes' : '**no**'} |`);
+    }
+  }
+  return lines.join('\n');
+}
+
+function scenarioTable(s: { scenario: Scenario; runs: Run<WrkResult[]>[] }): string {
+  const names = s.runs[0]!.results.map((x) => x.name);
+  const lines = [
+    `| Subject | req/s | p50 ms | p99 ms | non-2xx | Spate ÷ subject |`,
+    '|---|---:|---:|---:|---:|---:|',
+  ];
+  for (const name of names) {
+    const of = s.runs.map((run) => run.results.find((x) => x.name === name)).filter((x): x is WrkResult => !!x);
+    const rps = median(of.map((x) => x.rps));
+    const ratio = median(s.runs.map((run) => ratioIn(run.results, name)));
+    lines.push(`| ${name} | ${fmt(rps)} | ${fmt(median(of.map((x) => x.p50 ?? NaN)), 2)} | ${fmt(median(of.map((x) => x.p99 ?? NaN)), 2)} | ${of.reduce((n, x) => n + x.non2xx, 0)} | ${fmt(ratio, 2)} |`);
+  }
+  return lines.join('\n');
+}
+
+/** Horizontal bars, one panel per scenario, each bar scaled to the fastest subject of its panel. */
+export function chart(r: BenchResults): string {
+  const width = 760;
+  const left = 170;
+  const barMax = width - left - 150;
+  const rowH = 24;
+  const colors: Record<string, string> = { spate: '#1f6feb', 'fastify-raw': '#8c959f', express: '#bf8700', fastapi: '#2da44e' };
+  let y = 40;
+  const parts: string[] = [];
+  for (const s of r.scenarios) {
+    const subjects = s.runs[0]!.results.map((x) => x.name).filter((n) => !n.startsWith('pgbench'));
+    const rps = new Map(subjects.map((n) => [n, median(s.runs.map((run) => run.results.find((x) => x.name === n)?.rps ?? 0))]));
+    const top = Math.max(...rps.values(), 1);
+    parts.push(`<text x="10" y="${y}" font-weight="bold">${s.scenario}</text>`);
+    y += 10;
+    for (const n of subjects) {
+      const v = rps.get(n)!;
+      const w = Math.max(1, (v / top) * barMax);
+      const ratio = v > 0 ? (rps.get(subjects[0]!)! / v) : NaN;
+      parts.push(`<text x="${left - 8}" y="${y + 16}" text-anchor="end">${n}</text>`);
+      parts.push(`<rect x="${left}" y="${y + 4}" width="${w.toFixed(1)}" height="${rowH - 8}" fill="${colors[n] ?? '#6e7781'}"/>`);
+      parts.push(`<text x="${(left + w + 6).toFixed(1)}" y="${y + 16}">${fmt(v)} req/s${n === subjects[0] ? '' : ` (Spate ${fmt(ratio, 2)}×)`}</text>`);
+      y += rowH;
+    }
+    y += 18;
+  }
+  const height = y;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="-apple-system, Segoe UI, Helvetica, Arial, sans-serif" font-size="13">
+<rect width="100%" height="100%" fill="#ffffff"/>
+<text x="10" y="20" font-size="15" font-weight="bold">Requests per second, ${r.connections} connections, ${r.duration} s per subject (median of ${r.scenarios[0]?.runs.length ?? 1} run(s))</text>
+${parts.join('\n')}
+</svg>
+`;
+}
+
+function machineSection(r: BenchResults): string {
+  const m = r.machine;
+  return [
+    `- Machine: ${m.cores} cores (\`nproc\`), ${m.cpu}, ${m.memoryGb} GB memory, Linux ${m.kernel}`,
+    `- Node.js ${m.node}; ${m.postgres}; ${m.wrk}`,
+    `- Date: ${r.date}; command: \`${r.command}\``,
+  ].join('\n');
+}
+
+function loadLines(r: BenchResults): string {
+  const lines: string[] = [];
+  for (const s of r.scenarios) s.runs.forEach((run, i) => lines.push(`- ${s.scenario} run ${i + 1}: ${describeLoad(run.load)}`));
+  r.workers?.forEach((run, i) => lines.push(`- workers run ${i + 1}: ${describeLoad(run.load)}`));
+  if (r.stream) lines.push(`- stream: ${describeLoad(r.stream.load)}`);
+  if (r.micro) lines.push(`- micro-benchmark: ${describeLoad(r.micro.load)}`);
+  return lines.join('\n');
+}
+
+function workersTable(runs: Run<WrkResult[]>[]): string {
+  const names = runs[0]!.results.map((x) => x.name);
+  const base = median(runs.map((run) => run.results[0]?.rps ?? 0));
+  const lines = ['| Processes | req/s | p50 ms | p99 ms | non-2xx | vs WORKERS=1 |', '|---|---:|---:|---:|---:|---:|'];
+  for (const n of names) {
+    const of = runs.map((run) => run.results.find((x) => x.name === n)!).filter(Boolean);
+    const rps = median(of.map((x) => x.rps));
+    lines.push(`| ${n} | ${fmt(rps)} | ${fmt(median(of.map((x) => x.p50 ?? NaN)), 2)} | ${fmt(median(of.map((x) => x.p99 ?? NaN)), 2)} | ${of.reduce((s, x) => s + x.non2xx, 0)} | ${fmt(rps / base, 2)} |`);
+  }
+  return lines.join('\n');
+}
+
+function streamTable(results: StreamResult[]): string {
+  const lines = ['| fetch_size | rows | seconds | rows/s | MB sent | RSS before | RSS peak | growth |', '|---:|---:|---:|---:|---:|---:|---:|---:|'];
+  for (const s of results) {
+    lines.push(`| ${s.fetchSize} | ${fmt(s.rows)} | ${fmt(s.seconds, 2)} | ${fmt(s.rowsPerSecond)} | ${fmt(s.megabytes, 1)} | ${fmt(s.baselineRssMb, 1)} MB | ${fmt(s.peakRssMb, 1)} MB | ${fmt(s.growthMb, 1)} MB |`);
+  }
+  return lines.join('\n');
+}
+
+function microTable(figures: Figure[]): string {
+  const lines = ['| Measure | p50 µs | p99 µs | mean µs | rate | target |', '|---|---:|---:|---:|---:|---|'];
+  for (const f of figures) {
+    const target = f.targetUs === undefined ? '' : `p50 < ${f.targetUs} µs: ${f.p50Us < f.targetUs ? 'met' : '**missed**'}`;
+    lines.push(`| ${f.name} | ${fmt(f.p50Us, 1)} | ${fmt(f.p99Us, 1)} | ${fmt(f.meanUs, 1)} | ${f.perSecond ? `${fmt(f.perSecond)}/s` : ''} | ${target} |`);
+  }
+  return lines.join('\n');
+}
+
+const ANALYSIS_START = '<!-- analysis:start -->';
+const ANALYSIS_END = '<!-- analysis:end -->';
+
+function keptAnalysis(path: string): string {
+  if (!existsSync(path)) return `${ANALYSIS_START}\n${ANALYSIS_END}`;
+  const text = readFileSync(path, 'utf8');
+  const a = text.indexOf(ANALYSIS_START);
+  const b = text.indexOf(ANALYSIS_END);
+  return a >= 0 && b > a ? text.slice(a, b + ANALYSIS_END.length) : `${ANALYSIS_START}\n${ANALYSIS_END}`;
+}
+
+export function writeReport(r: BenchResults, mdPath: string, svgPath: string, svgRef: string, method: string): void {
+  writeFileSync(svgPath, chart(r));
+  const sections = [
+    '# Benchmarks',
+    '',
+    '<!-- Generated by `npm run bench` (bench/run.ts), except the analysis section, which is kept across runs. -->',
+    '',
+    `Latest run: ${r.date}. Spate in production mode (authentication with an API key, logging at info, metrics,`,
+    'validation, rate limits, security headers) against the peers a user would otherwise pick, one after the other on',
+    'the same machine and database. Compare ratios, not absolute numbers: see [Method](#method).',
+    '',
+    '## Targets',
+    '',
+    targetsTable(r),
+    '',
+    '## Throughput',
+    '',
+    `![Requests per second by scenario](${svgRef})`,
+    '',
+  ];
+  for (const s of r.scenarios) {
+    sections.push(`### ${s.scenario}: ${SCENARIO_TEXT[s.scenario]}`, '', scenarioTable(s), '');
+  }
+  if (r.workers) sections.push('### get_by_id with WORKERS=1 and WORKERS=2 (src/cluster.ts)', '', workersTable(r.workers), '');
+  if (r.stream) {
+    sections.push('### Stream: 1,000,000 users as NDJSON', '', streamTable(r.stream.results), '');
+  }
+  if (r.micro) sections.push('### Database layer (micro-benchmark, no HTTP)', '', microTable(r.micro.results), '');
+  sections.push('### What else was running', '', 'CPU used by processes outside the bench (other than the PostgreSQL it uses) during each stage, in cores:', '', loadLines(r), '');
+  sections.push('## Analysis', '', keptAnalysis(mdPath), '');
+  sections.push('## Method', '', machineSection(r), '', method);
+  writeFileSync(mdPath, `${sections.join('\n')}\n`);
+}

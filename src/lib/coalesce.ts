@@ -1,0 +1,69 @@
+/**
+ * Request coalescing: concurrent lookups by key become one batched load (the DataLoader pattern).
+ *
+ * Lookups made while a batch waits for a database connection join it, so under load N primary-key reads cost one
+ * statement, one round trip and one connection instead of N; unloaded, a lookup waits one `setImmediate` turn.
+ * At most one batch waits at a time, and the keys are taken only once the loader holds its connection (`take`
+ * is called from inside the loader), so a batch is as large as the load of that moment.
+ */
+
+interface Pending<K, V> {
+  key: K;
+  resolve: (value: V | undefined) => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * Returns `load(key)`. `run(take)` must call `take()` once it is ready to send the batch and resolve with the
+ * values found, by key; a key missing from the map resolves to undefined. If `run` fails, every lookup of its
+ * batch fails with the same error (or, when it failed before calling `take`, every lookup waiting so far).
+ */
+export function coalesce<K, V>(
+  run: (take: () => K[]) => Promise<Map<K, V>>,
+  maxBatch: number,
+  idle: () => boolean = () => false,
+): (key: K) => Promise<V | undefined> {
+  let pending: Pending<K, V>[] = [];
+  let scheduled = false;
+
+  function dispatch(): void {
+    let batch: Pending<K, V>[] | undefined;
+    const take = (): K[] => {
+      if (pending.length <= maxBatch) {
+        batch = pending;
+        pending = [];
+      } else {
+        batch = pending.splice(0, maxBatch);
+      }
+      scheduled = false;
+      if (pending.length > 0) schedule();
+      return batch.map((p) => p.key);
+    };
+    run(take).then(
+      (found) => {
+        for (const p of batch!) p.resolve(found.get(p.key));
+      },
+      (err) => {
+        if (batch === undefined) {
+          // Failed before taking its batch (no connection came free): it fails those who were waiting for it.
+          batch = pending;
+          pending = [];
+          scheduled = false;
+        }
+        for (const p of batch) p.reject(err);
+      },
+    );
+  }
+
+  function schedule(): void {
+    scheduled = true;
+    // With nothing in flight there is nothing to wait for: go as soon as the current burst of lookups is in.
+    if (idle()) process.nextTick(dispatch);
+    else setImmediate(dispatch);
+  }
+
+  return (key) => new Promise<V | undefined>((resolve, reject) => {
+    pending.push({ key, resolve, reject });
+    if (!scheduled) schedule();
+  });
+}

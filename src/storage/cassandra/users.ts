@@ -1,0 +1,264 @@
+/**
+ * The Cassandra adapter of `UsersRepository`.
+ *
+ * Data model: one table, `users`, partitioned by `id` (a UUIDv7), one row per partition. Every read and write
+ * of one user touches one partition, so it goes to that user's replicas only and scales with the cluster. The
+ * price is the order of a listing: a scan visits partitions in token order (the hash of the id), not creation
+ * order, and the cursor is the driver's paging state (wrapped in our tagged cursor with a checksum).
+ *
+ * Updates: Cassandra 2.1 has no `UPDATE ... IF EXISTS`, and a plain UPDATE would create the row when it is
+ * absent. So an update reads the row, then writes with a lightweight transaction conditional on the
+ * `updated_at` it read (`IF updated_at = ?`): it applies only to the row as read, never to a deleted one, and two
+ * concurrent updates of one user are serialised by Paxos. A lost race is retried on a fresh serial read.
+ *
+ * Cassandra has no CHECK constraints: the adapter enforces the same domain as the PostgreSQL schema (lengths,
+ * the age range, no NUL characters) and refuses anything else as `badInput`, so data stays portable between the
+ * two backends and both answer the same input the same way.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { types } from 'cassandra-driver';
+import { AppError, errors } from '../../errors.ts';
+import { uuidv7 } from '../../lib/uuid.ts';
+import { CURSOR_TAG, decodeCursor, encodeCursor } from '../cursor.ts';
+import type { CallOptions, NewUser, User, UserPatch, UsersRepository } from '../repository.ts';
+import { isPagingStateRejection } from './errors.ts';
+import type { Schema } from './schema.ts';
+import type { ExecOptions, Session } from './session.ts';
+
+/** Conditional-update rounds lost to concurrent updates of the same user before answering 503. */
+const CAS_ATTEMPTS = 5;
+/** `sleep`: the pause between the cheap real reads it is made of (Cassandra has no server-side sleep). */
+const SLEEP_STEP_MS = 20;
+/** Fields a patch may change, in the order their columns appear in an UPDATE. */
+const PATCH_FIELDS = ['name', 'email', 'age'] as const;
+
+const idKey = (id: string) => Buffer.from(id.replace(/-/g, ''), 'hex');
+
+export function createCassandraUsersRepository(session: Session, schema: Schema): UsersRepository {
+  const table = `"${session.keyspace}".users`;
+  const COLUMNS = 'id, name, email, age, created_at, updated_at';
+  const INSERT = `INSERT INTO ${table} (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)`;
+  const SELECT_ONE = `SELECT ${COLUMNS} FROM ${table} WHERE id = ?`;
+  const SCAN = `SELECT ${COLUMNS} FROM ${table}`;
+  const DELETE = `DELETE FROM ${table} WHERE id = ?`;
+  const PROBE = `SELECT id FROM ${table} WHERE id = ?`;
+  const READY_PROBE = `SELECT id FROM ${table} LIMIT 1`;
+  /** One conditional UPDATE text per set of patched fields (7 at most), prepared once each by the driver. */
+  const updates = new Map<string, string>();
+  const updateCql = (fields: readonly string[]) => {
+    const k = fields.join(',');
+    let cql = updates.get(k);
+    if (cql === undefined) {
+      cql = `UPDATE ${table} SET ${[...fields, 'updated_at'].map((f) => `${f} = ?`).join(', ')} WHERE id = ? IF updated_at = ?`;
+      updates.set(k, cql);
+    }
+    return cql;
+  };
+
+  /** Schema first: before it exists every statement would fail as "unconfigured table" (a 400, wrongly). */
+  async function ready(): Promise<void> {
+    if (schema.ready) return;
+    try {
+      await schema.ensure();
+    } catch (err) {
+      throw errors.unavailable('database not ready', err);
+    }
+  }
+
+  async function exec(cql: string, params: unknown[], o: ExecOptions): Promise<types.ResultSet> {
+    await ready();
+    return session.execute(cql, params, o);
+  }
+
+  async function read(id: string, opts: CallOptions | undefined, consistency?: ExecOptions['consistency']) {
+    const rs = await exec(SELECT_ONE, [id], { kind: 'read', keys: [idKey(id)], idempotent: true, deadline: opts?.deadline, consistency });
+    return toUser(rs.first());
+  }
+
+  const checksum = (state: Buffer) =>
+    createHash('sha256').update(session.keyspace).update('\0').update(state).digest().subarray(0, 4);
+
+  function cursorOf(state: Buffer): string {
+    return encodeCursor(CURSOR_TAG.cassandra, Buffer.concat([state, checksum(state)]));
+  }
+
+  /** The paging state inside a cursor of ours, or `invalidCursor`. */
+  function pagingState(cursor: string): Buffer {
+    const pos = decodeCursor(CURSOR_TAG.cassandra, cursor);
+    if (pos.length < 5) throw errors.invalidCursor();
+    const state = pos.subarray(0, -4);
+    if (!checksum(state).equals(pos.subarray(-4))) throw errors.invalidCursor();
+    return state;
+  }
+
+  async function scanPage(fetchSize: number, pageState: Buffer | undefined, opts?: CallOptions) {
+    try {
+      return await exec(SCAN, [], { kind: 'read', idempotent: true, fetchSize, pageState, deadline: opts?.deadline });
+    } catch (err) {
+      // A state that passed the checksum but not the server: forged with knowledge of the checksum, or made by
+      // a server version that reads it differently (an upgrade between two requests of a walk).
+      if (pageState !== undefined && err instanceof AppError && isPagingStateRejection(err.cause)) throw errors.invalidCursor();
+      throw err;
+    }
+  }
+
+  return {
+    backend: 'cassandra',
+
+    async create(input, opts) {
+      checkInput(input);
+      const now = new Date();
+      const user: User = { id: uuidv7(now.getTime()), ...pick(input), created_at: now, updated_at: now };
+      await exec(INSERT, rowOf(user), { kind: 'write', keys: [idKey(user.id)], idempotent: true, deadline: opts?.deadline });
+      return user;
+    },
+
+    async createMany(inputs, opts) {
+      inputs.forEach(checkInput);
+      const now = new Date();
+      const users = inputs.map((input): User => ({ id: uuidv7(now.getTime()), ...pick(input), created_at: now, updated_at: now }));
+      await ready();
+      // One logged batch: the coordinator writes it to the batch log first, so either every row is applied
+      // (replayed if the coordinator dies) or none is. Same values on a retry: idempotent.
+      await session.batch(users.map((u) => ({ query: INSERT, params: rowOf(u) })), {
+        kind: 'write', keys: users.map((u) => idKey(u.id)), idempotent: true, deadline: opts?.deadline,
+      });
+      return users;
+    },
+
+    get: (id, opts) => read(id, opts),
+
+    async update(id, patch: UserPatch, opts) {
+      checkInput(patch);
+      const fields = PATCH_FIELDS.filter((f) => patch[f] !== undefined);
+      let current = await read(id, opts);
+      for (let attempt = 1; current !== null; attempt++) {
+        // Strictly later than both, by at least 1 ms, even for two updates in the same millisecond.
+        const updatedAt = new Date(Math.max(Date.now(), current.updated_at.getTime() + 1, current.created_at.getTime() + 1));
+        const rs = await exec(updateCql(fields), [...fields.map((f) => patch[f]), updatedAt, id, current.updated_at], {
+          kind: 'cas', keys: [idKey(id)], deadline: opts?.deadline,
+          // Sent again after a lost connection, it either applies (same result) or finds `updated_at` moved
+          // (by its own first attempt or another update) and goes round the loop: safe to retry.
+          idempotent: true,
+        });
+        const row = rs.first();
+        if (row?.get('[applied]') === true) {
+          const updated: User = { ...current, updated_at: updatedAt };
+          if (patch.name !== undefined) updated.name = patch.name;
+          if (patch.email !== undefined) updated.email = patch.email;
+          if (patch.age !== undefined) updated.age = patch.age;
+          return updated;
+        }
+        // Not applied: the row is gone (no current value came back) or another update won; read it again
+        // through Paxos, so the next round sees that update even at a weak read consistency.
+        if (row?.get('updated_at') == null) return null;
+        if (attempt >= CAS_ATTEMPTS) throw errors.unavailable('too many concurrent updates of this user');
+        current = await read(id, opts, session.options.serialConsistency);
+      }
+      return null;
+    },
+
+    async delete(id, opts) {
+      await exec(DELETE, [id], { kind: 'write', keys: [idKey(id)], idempotent: true, deadline: opts?.deadline });
+    },
+
+    async list({ limit, cursor }, opts) {
+      const state = cursor === undefined ? undefined : pagingState(cursor);
+      const rs = await scanPage(limit, state, opts);
+      const items = usersOf(rs.rows);
+      let next = pageStateOf(rs);
+      // Cassandra returns a paging state whenever a page is full, even when nothing follows. One cheap read of a
+      // single row tells, so a cursor is handed out only when more rows exist.
+      if (next !== undefined && (await scanPage(1, next, opts)).rows.length === 0) next = undefined;
+      return { items, nextCursor: next === undefined ? null : cursorOf(next) };
+    },
+
+    async *stream({ limit, fetchSize, deadline, signal }) {
+      let remaining = limit;
+      let state: Buffer | undefined;
+      // One fetch per page, only when the consumer asks for the next one: a slow consumer slows the reads, and a
+      // consumer that stops (return(), or the signal) leaves no request behind.
+      while (remaining > 0 && !signal?.aborted) {
+        const rs = await scanPage(Math.min(fetchSize, remaining), state, { deadline });
+        const users = usersOf(rs.rows);
+        if (users.length > 0) {
+          remaining -= users.length;
+          yield users;
+        }
+        state = pageStateOf(rs);
+        if (state === undefined || rs.rows.length === 0) return;
+      }
+    },
+
+    async sleep(seconds, opts) {
+      // Cassandra has no sleep function: the operation is a run of real single-partition reads at the read
+      // consistency, one after another, until `seconds` have passed. It fails like any read when replicas are
+      // lost, and stops at the deadline (504) without sending another.
+      const end = performance.now() + seconds * 1000;
+      // Past the deadline the next read refuses to start (504), so the timeout is seen like any other.
+      while (performance.now() < end) {
+        const id = randomUUID();
+        await exec(PROBE, [id], { kind: 'read', keys: [idKey(id)], idempotent: true, deadline: opts?.deadline });
+        const pause = Math.min(SLEEP_STEP_MS, end - performance.now(), (opts?.deadline ?? Infinity) - performance.now());
+        if (pause > 0) await sleep(pause);
+      }
+    },
+
+    ping: (opts) => session.ping(opts),
+
+    async schemaReady(opts) {
+      if (!schema.ready) return false;
+      const deadline = Math.min(opts?.deadline ?? Infinity, performance.now() + 900);
+      await session.execute(READY_PROBE, [], { kind: 'probe', idempotent: true, deadline });
+      return true;
+    },
+
+    poolStats: () => session.stats(),
+    close: () => session.close(),
+  };
+}
+
+/** The paging state of a page (the driver hands it out as hex), or undefined after the last page. */
+const pageStateOf = (rs: types.ResultSet): Buffer | undefined => (rs.pageState ? Buffer.from(rs.pageState, 'hex') : undefined);
+
+const pick = (u: NewUser): NewUser => ({ name: u.name, email: u.email, age: u.age });
+
+/** Bound values of INSERT, in column order. */
+const rowOf = (u: User): unknown[] => [u.id, u.name, u.email, u.age, u.created_at, u.updated_at];
+
+/**
+ * A row as a `User`; null when absent or incomplete. A row lacking a column is never one this adapter wrote
+ * whole (it would be the remains of a write that raced a delete across skewed clocks) and is treated as absent.
+ */
+function toUser(row: types.Row | undefined | null): User | null {
+  if (!row) return null;
+  const id = row.get('id') as types.Uuid | null;
+  const name = row.get('name') as string | null;
+  const email = row.get('email') as string | null;
+  const age = row.get('age') as number | null;
+  const createdAt = row.get('created_at') as Date | null;
+  const updatedAt = row.get('updated_at') as Date | null;
+  if (id == null || name == null || email == null || age == null || createdAt == null || updatedAt == null) return null;
+  return { id: id.toString(), name, email, age, created_at: createdAt, updated_at: updatedAt };
+}
+
+function usersOf(rows: types.Row[]): User[] {
+  const users: User[] = [];
+  for (const row of rows) {
+    const user = toUser(row);
+    if (user) users.push(user);
+  }
+  return users;
+}
+
+const chars = (s: string) => [...s].length;
+
+/** The PostgreSQL schema's CHECK constraints, and its refusal of NUL in text, enforced here. */
+function checkInput(input: Partial<NewUser>): void {
+  const { name, email, age } = input;
+  const bad = (name !== undefined && (typeof name !== 'string' || name.includes('\0') || chars(name) < 1 || chars(name) > 100))
+    || (email !== undefined && (typeof email !== 'string' || email.includes('\0') || chars(email) < 3 || chars(email) > 254))
+    || (age !== undefined && (!Number.isInteger(age) || age < 0 || age > 150));
+  if (bad) throw errors.badInput();
+}
