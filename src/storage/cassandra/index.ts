@@ -8,6 +8,7 @@
  */
 import type { CassandraConfig } from '../../config.ts';
 import type { QueryObserver, UsersRepository } from '../repository.ts';
+import { runWhenReachable } from '../when-reachable.ts';
 import { toAppError } from './errors.ts';
 import { createSchema } from './schema.ts';
 import { createSession } from './session.ts';
@@ -41,24 +42,20 @@ export async function openCassandra(opts: CassandraOptions): Promise<UsersReposi
   const schema = createSchema(session, opts.replication ?? { strategy: 'SimpleStrategy', factor: 1 });
   const repo = createCassandraUsersRepository(session, schema);
 
-  let closed = false;
-  let retry: NodeJS.Timeout | undefined;
-  const attempt = async (): Promise<void> => {
-    try {
-      await schema.ensure();
-      opts.log.info(`Cassandra schema ready in keyspace ${opts.keyspace}`);
-    } catch (err) {
-      // Only an unreachable or overloaded cluster is worth waiting for; anything else is a problem to surface.
-      const status = toAppError(err).statusCode;
-      if (status !== 503 && status !== 504) throw err;
-      opts.log.warn({ err: (err as Error).message }, 'Cassandra unavailable; will create the schema when it returns');
-      if (!closed) {
-        retry = setTimeout(() => void attempt().catch((e) => opts.log.warn({ err: e }, 'Cassandra schema creation failed')), SCHEMA_RETRY_MS);
-      }
-    }
-  };
+  let stopRetrying: () => void;
   try {
-    await attempt();
+    stopRetrying = await runWhenReachable({
+      run: async () => {
+        await schema.ensure();
+        opts.log.info(`Cassandra schema ready in keyspace ${opts.keyspace}`);
+      },
+      classify: toAppError,
+      // An overloaded cluster (timeouts) is worth waiting for too.
+      retryOn: [503, 504],
+      retryMs: SCHEMA_RETRY_MS,
+      log: opts.log,
+      what: 'create the Cassandra schema',
+    });
   } catch (err) {
     await session.close();
     throw err;
@@ -66,8 +63,7 @@ export async function openCassandra(opts: CassandraOptions): Promise<UsersReposi
   return {
     ...repo,
     async close() {
-      closed = true;
-      clearTimeout(retry);
+      stopRetrying();
       await repo.close();
     },
   };

@@ -1,12 +1,13 @@
 /**
  * Opens the PostgreSQL backend: the pool, the health connection, the schema, and the users repository on top.
  *
- * The service must start while the database is down (reporting not ready) and recover by itself, so when the
- * first migration attempt cannot reach the server it is retried in the background until it succeeds.
+ * The service must start while the database is down (reporting not ready) and recover by itself: migrations
+ * run through `runWhenReachable`, which retries them in the background while the server cannot be reached.
  */
 import type { QueryObserver, UsersRepository } from '../repository.ts';
 import { createDb } from './db.ts';
-import { errorCode, toAppError } from './errors.ts';
+import { runWhenReachable } from '../when-reachable.ts';
+import { toAppError } from './errors.ts';
 import { createHealth } from './health.ts';
 import { migrate } from './migrate.ts';
 import { createPostgresUsersRepository } from './users.ts';
@@ -29,25 +30,21 @@ export async function openPostgres(opts: PostgresOptions): Promise<UsersReposito
   const repo = createPostgresUsersRepository(db, createHealth(opts.url));
   if (opts.migrate === false) return repo;
 
-  let closed = false;
-  let retry: NodeJS.Timeout | undefined;
-  const attempt = async (): Promise<void> => {
-    try {
+  const stopRetrying = await runWhenReachable({
+    run: async () => {
       const applied = await migrate(db.sql);
       if (applied.length) opts.log.info(`applied migrations: ${applied.join(', ')}`);
-    } catch (err) {
-      // Only an unreachable database is worth waiting for; a failing migration is a bug to surface at once.
-      if (toAppError(err).statusCode !== 503) throw err;
-      opts.log.warn({ code: errorCode(err) }, 'database unavailable; will apply migrations when it returns');
-      if (!closed) retry = setTimeout(() => void attempt().catch((e) => opts.log.warn({ err: e }, 'migration failed')), MIGRATE_RETRY_MS);
-    }
-  };
-  await attempt();
+    },
+    classify: toAppError,
+    retryOn: [503],
+    retryMs: MIGRATE_RETRY_MS,
+    log: opts.log,
+    what: 'apply migrations',
+  });
   return {
     ...repo,
     async close() {
-      closed = true;
-      clearTimeout(retry);
+      stopRetrying();
       await repo.close();
     },
   };
