@@ -39,6 +39,7 @@ export function createCassandraUsersRepository(session: Session, schema: Schema)
   const table = `"${session.keyspace}".users`;
   const COLUMNS = 'id, name, email, age, created_at, updated_at';
   const INSERT = `INSERT INTO ${table} (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)`;
+  const INSERT_IF_ABSENT = `${INSERT} IF NOT EXISTS`;
   const SELECT_ONE = `SELECT ${COLUMNS} FROM ${table} WHERE id = ?`;
   const SCAN = `SELECT ${COLUMNS} FROM ${table}`;
   const DELETE = `DELETE FROM ${table} WHERE id = ?`;
@@ -110,7 +111,11 @@ export function createCassandraUsersRepository(session: Session, schema: Schema)
       checkInput(input);
       const now = new Date();
       const user: User = { id: uuidv7(now.getTime()), ...pick(input), created_at: now, updated_at: now };
-      await exec(INSERT, rowOf(user), { kind: 'write', keys: [idKey(user.id)], idempotent: true, deadline: opts?.deadline });
+      // A lightweight transaction, like updates. Write timestamps come from the Cassandra nodes, so a plain INSERT
+      // that a frozen coordinator applies late (after the driver retried it elsewhere and we acknowledged it) would
+      // be stamped newer than a later update and undo it. Through Paxos a late copy finds the row and does nothing.
+      // Not applied therefore means this very insert was applied by an earlier attempt: ids are fresh UUIDv7s.
+      await exec(INSERT_IF_ABSENT, rowOf(user), { kind: 'cas', keys: [idKey(user.id)], idempotent: true, deadline: opts?.deadline });
       return user;
     },
 
@@ -120,9 +125,11 @@ export function createCassandraUsersRepository(session: Session, schema: Schema)
       const users = inputs.map((input): User => ({ id: uuidv7(now.getTime()), ...pick(input), created_at: now, updated_at: now }));
       await ready();
       // One logged batch: the coordinator writes it to the batch log first, so either every row is applied
-      // (replayed if the coordinator dies) or none is. Same values on a retry: idempotent.
+      // (replayed if the coordinator dies) or none is. Never sent twice: a copy applied late by a frozen coordinator
+      // gets a newer (server-side) timestamp and would undo updates made since; a batch of several partitions
+      // cannot be a lightweight transaction, so a coordinator that does not answer in time gives 504 instead.
       await session.batch(users.map((u) => ({ query: INSERT, params: rowOf(u) })), {
-        kind: 'write', keys: users.map((u) => idKey(u.id)), idempotent: true, deadline: opts?.deadline,
+        kind: 'write', keys: users.map((u) => idKey(u.id)), idempotent: false, deadline: opts?.deadline,
       });
       return users;
     },
