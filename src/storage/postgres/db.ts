@@ -49,11 +49,16 @@ const TIMESTAMPTZ = 1184;
 
 /**
  * Asks the server to cancel a running statement. The cancel request travels on a connection of its own, which the
- * server closes without a word (sometimes with a reset): its failure is of no interest, and left unhandled it
- * would end the process.
+ * server may close with a reset. postgres.js's `query.cancel()` drops the promise of that request, so a reset
+ * becomes an unhandled rejection, which ends a Node process; the driver's canceller is therefore called here
+ * directly (as `cancel()` does) and its failure, of no interest, is caught.
  */
-function cancel(q: { cancel(): unknown }): void {
-  void Promise.resolve(q.cancel()).catch(() => {});
+function cancel(q: object): void {
+  const query = q as { canceller?: ((q: object) => Promise<unknown>) | null };
+  const canceller = query.canceller;
+  if (!canceller) return;
+  query.canceller = null;
+  void Promise.resolve(canceller(q)).catch(() => {});
 }
 
 /** Reconnect quickly after the database returns: 50 ms, doubling, capped at 500 ms (seconds, as postgres.js wants). */
