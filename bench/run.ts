@@ -11,8 +11,7 @@
  * migrates it, seeds a million users, inserts more in the create scenario, and recreates a bench account.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { readlinkSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -99,11 +98,9 @@ async function profile(kit: string, scenario: Scenario, env: NodeJS.ProcessEnv, 
 }
 
 async function main(): Promise<void> {
-  const kit = findKit();
   const duration = Number(opt.duration);
   const repeat = Math.max(1, Number(opt.repeat));
   const rows = Number(opt.rows);
-  mkdirSync(logDir, { recursive: true });
 
   if (opt.micro) {
     await prepareDatabase(DATABASE_URL, rows, log);
@@ -111,6 +108,8 @@ async function main(): Promise<void> {
     return;
   }
 
+  const kit = findKit();
+  mkdirSync(logDir, { recursive: true });
   ensureTools(kit, log);
   await prepareDatabase(DATABASE_URL, rows, log);
   const env = productionEnv(DATABASE_URL);
