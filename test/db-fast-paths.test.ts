@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import postgres from 'postgres';
 import { isAppError } from '../src/errors.ts';
 import { coalesce } from '../src/lib/coalesce.ts';
-import { parseTimestamptz } from '../src/lib/pg-timestamp.ts';
+import { isoString, parseTimestamptz } from '../src/lib/pg-timestamp.ts';
 import { createDb } from '../src/storage/postgres/db.ts';
 import { createHealth } from '../src/storage/postgres/health.ts';
 import { migrate } from '../src/storage/postgres/migrate.ts';
@@ -112,6 +112,16 @@ describe('parseTimestamptz', () => {
       assert.equal(iso(ours), iso(theirs), text);
       assert.equal(JSON.stringify({ t: ours }), JSON.stringify({ t: theirs }), text);
     }
+  });
+
+  test('its dates write the same ISO text as Date, from 1970 to 9999, and leave other times to Date', () => {
+    const times = [0, 1, 999, 86_399_999, 951_782_400_000, 1_709_164_800_000, 4_107_542_400_000, 253_402_300_799_999];
+    for (let i = 0; i < 20_000; i++) times.push(Math.floor(Math.random() * 253_402_300_800_000));
+    for (const t of times) assert.equal(isoString(t), new Date(t).toISOString(), String(t));
+    for (const t of [-1, -62_135_596_800_000, 253_402_300_800_000, NaN]) assert.equal(isoString(t), undefined, String(t));
+    const invalid = parseTimestamptz('2026-11-22 03:42:26+00');
+    invalid.setTime(NaN);
+    assert.throws(() => invalid.toISOString(), RangeError);
   });
 
   test('a parsed date that is changed formats its new value', () => {

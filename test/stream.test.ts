@@ -496,6 +496,8 @@ describe('backpressure, disconnects and deadlines mid-stream (in-process, raw so
   test('no connection free within the acquire deadline: 503 with Retry-After before the first byte', async () => {
     let holder: Promise<{ json(): { users: unknown[] } }> | undefined;
     await sql.begin(async (tx) => {
+      // A connection left inside a transaction by an earlier stream would hold its lock: fail, do not hang.
+      await tx`SET LOCAL lock_timeout = '5s'`;
       await tx`LOCK TABLE users IN ACCESS EXCLUSIVE MODE`;
       holder = probe.inject('/users/stream?limit=5'); // takes the only connection and waits for the lock
       await sleep(100);

@@ -187,17 +187,16 @@ export function createDb(opts: DbOptions): Db {
       const ms = o.deadline === undefined ? 0 : Math.max(1, Math.floor(o.deadline - performance.now()));
       await conn`SELECT set_config('statement_timeout', ${String(ms)}, true)`;
       q = build(conn);
-      const query = q;
+      // No cancel request at the deadline: the server's statement timeout above already ends a fetch that runs
+      // past it, and a cancel is asynchronous, so one that arrives late can hit whatever this connection runs
+      // next (our ROLLBACK, or another request's statement once it is back in the pool).
       if (o.deadline !== undefined) {
-        timer = setTimeout(() => {
-          timedOut = true;
-          cancel(query);
-        }, Math.max(0, o.deadline - performance.now()));
+        timer = setTimeout(() => { timedOut = true; }, Math.max(0, o.deadline - performance.now()));
       }
       // Breaking out of this loop (the client went away) calls the cursor's return(), which closes the portal.
       for await (const rows of q.cursor(o.fetchSize) as AsyncIterable<T>) {
-        // The server ignores a cancel that arrives while the portal waits for our next fetch, so the deadline
-        // is also enforced here, between pages.
+        // The server's timer runs from the first fetch, so it ends the stream at about the deadline either way;
+        // this check keeps a page that arrives just after the deadline from going out.
         if (timedOut) throw errors.timeout();
         yield rows;
       }
@@ -208,8 +207,12 @@ export function createDb(opts: DbOptions): Db {
       throw timedOut ? errors.timeout(err) : toAppError(err);
     } finally {
       clearTimeout(timer);
-      // Early exit (client gone, error): end the transaction before the connection goes back to the pool.
-      if (conn && !committed) await conn`ROLLBACK`.catch(() => {});
+      // Early exit (client gone, error): end the transaction before the connection goes back to the pool. A
+      // second ROLLBACK covers a first one that failed: a connection must never return inside a transaction.
+      if (conn && !committed) {
+        const reserved = conn;
+        await reserved`ROLLBACK`.catch(() => reserved`ROLLBACK`).catch(() => {});
+      }
       conn?.release();
       gate.release();
       observe((performance.now() - started) / 1000, failure);
