@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import postgres from 'postgres';
 import { isAppError } from '../src/errors.ts';
-import { coalesce } from '../src/lib/coalesce.ts';
+import { coalesce, singleFlight } from '../src/lib/coalesce.ts';
 import { isoString, parseTimestamptz } from '../src/lib/pg-timestamp.ts';
 import { createDb } from '../src/storage/postgres/db.ts';
 import { createHealth } from '../src/storage/postgres/health.ts';
@@ -89,6 +89,56 @@ describe('coalesce', () => {
     const results = await Promise.allSettled([first, joined]);
     assert.deepEqual(results.map((r) => r.status), ['rejected', 'rejected']);
     assert.equal(await load(4), 4);
+  });
+});
+
+describe('singleFlight', () => {
+  const tick = () => new Promise((r) => setImmediate(r));
+
+  test('calls with one key made before the read is sent share it; other keys read on their own', async () => {
+    const reads: string[] = [];
+    const read = singleFlight<string, { v: string }>(async (args, sent) => {
+      sent();
+      reads.push(args);
+      return { v: args };
+    });
+    const got = await Promise.all([read('a', 'a'), read('a', 'a'), read('b', 'b'), read('a', 'a')]);
+    assert.deepEqual(reads.sort(), ['a', 'b']);
+    assert.equal(got[0], got[1], 'joiners get the very same result');
+    assert.equal(got[0], got[3]);
+    assert.equal(got[2]!.v, 'b');
+  });
+
+  test('a call made after the read was sent never gets its result: it reads again', async () => {
+    let version = 0;
+    let release!: () => void;
+    const slow = new Promise<void>((r) => (release = r));
+    const read = singleFlight<null, number>(async (_args, sent) => {
+      sent();
+      const seen = version;
+      await slow;
+      return seen;
+    });
+    const first = read('k', null);
+    await tick(); // the first read is sent and sees version 0
+    version = 1; // a write acknowledged now must be visible to every later read
+    const second = read('k', null);
+    release();
+    assert.deepEqual(await Promise.all([first, second]), [0, 1]);
+  });
+
+  test('a failure reaches every caller that joined it, and the next call reads afresh', async () => {
+    let fail = true;
+    const read = singleFlight<null, string>(async (_args, sent) => {
+      await tick();
+      if (fail) throw new Error('no connection free');
+      sent();
+      return 'ok';
+    });
+    const results = await Promise.allSettled([read('k', null), read('k', null)]);
+    assert.deepEqual(results.map((r) => r.status), ['rejected', 'rejected']);
+    fail = false;
+    assert.equal(await read('k', null), 'ok');
   });
 });
 
@@ -199,6 +249,19 @@ describe('coalescing in the PostgreSQL users adapter', () => {
     // Any case in, and a read with its own deadline, go alone and still find the row.
     assert.equal((await repo.get(users[0]!.id.toUpperCase()))?.id, users[0]!.id);
     assert.equal((await repo.get(users[1]!.id, { deadline: performance.now() + 5000 }))?.id, users[1]!.id);
+  });
+
+  test('concurrent identical list requests share one statement; a later one sees rows written since', async () => {
+    const before = statements;
+    const pages = await Promise.all(Array.from({ length: 10 }, () => repo.list({ limit: 5 })));
+    assert.equal(statements - before, 1, 'ten identical first pages, one statement');
+    for (const p of pages) assert.deepEqual(p, pages[0]);
+    const [other, alone] = await Promise.all([repo.list({ limit: 3 }), repo.list({ limit: 5 }, { deadline: performance.now() + 5000 })]);
+    assert.equal(other.items.length, 3);
+    assert.deepEqual(alone, pages[0], 'a request with its own deadline reads alone, with the same result');
+    await sql`DELETE FROM users WHERE id = ${pages[0]!.items[0]!.id}`;
+    const after = await repo.list({ limit: 5 });
+    assert.notEqual(after.items[0]!.id, pages[0]!.items[0]!.id, 'a list asked for after a delete does not show the row');
   });
 
   test('a row the database refuses fails only its own request; the others in its batch are stored', async () => {

@@ -5,14 +5,18 @@
  * secrets kept out of the logs.
  */
 import assert from 'node:assert/strict';
-import { connect, type Socket } from 'node:net';
+import http from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
+import helmet from 'helmet';
+import pino from 'pino';
 import { buildApp } from '../src/app.ts';
 import { ConfigError, loadConfig } from '../src/config.ts';
 import { loggerOptions } from '../src/logger.ts';
+import { HELMET_OPTIONS, helmetHeaders } from '../src/plugins/security-headers.ts';
 import { startApp, testConfig, userBody } from './support/app.ts';
 import { ADMIN, PASSWORD, authEnv, bearer, createAccount, createKey, login, uniqueEmail } from './support/auth.ts';
 import { createTestDatabase, type TestDatabase } from './support/postgres.ts';
@@ -52,6 +56,32 @@ describe('security headers', () => {
       // Swagger UI loads only same-origin scripts and styles, which the CSP allows.
       const html = (await app.inject('/docs/static/index.html')).body || (await app.inject('/docs/')).body;
       for (const src of html.matchAll(/(?:src|href)="([^"]+)"/g)) assert.doesNotMatch(src[1]!, /^(https?:)?\/\//, 'no third-party asset');
+    });
+  });
+});
+
+describe('security headers computed once', () => {
+  test('the same headers as helmet sets on a real response, on every kind of reply', async () => {
+    // helmet's own middleware on a real node:http response, for the reference bytes.
+    const server = http.createServer((req, res) => helmet(HELMET_OPTIONS)(req, res, () => res.end()));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    const reference = await fetch(`http://127.0.0.1:${port}/`);
+    server.close();
+    const expected = Object.entries(helmetHeaders(HELMET_OPTIONS)).sort();
+    assert.ok(expected.length >= 10, `helmet set ${expected.length} headers`);
+    for (const [name, value] of expected) assert.equal(reference.headers.get(name), value, name);
+    await withApp({}, async (app) => {
+      const replies = [
+        await app.inject('/users'),
+        await app.inject('/no-such-path'),
+        await app.inject({ method: 'POST', url: '/users', payload: { name: '' } }),
+        await app.inject({ method: 'DELETE', url: '/health' }),
+      ];
+      for (const res of replies) {
+        for (const [name, value] of expected) assert.equal(res.headers[name], value, `${name} on a ${res.statusCode}`);
+      }
+      assert.deepEqual(replies.map((r) => r.statusCode), [200, 404, 422, 405]);
     });
   });
 });
@@ -288,6 +318,37 @@ describe('secrets', () => {
     assert.equal(loadConfig({}).auth.mode, 'off', 'development defaults to AUTH_MODE=off');
     assert.equal(loadConfig({}).rateLimit.max, 0, 'no general limit by default in development');
     assert.equal(loadConfig({ ...prod, JWT_SECRET: good }).rateLimit.max, 1000);
+  });
+
+  test('the logger censors secrets a careless log call passes, and leaves the caller\'s objects alone', () => {
+    let out = '';
+    const stream = new Writable({ write(chunk, _enc, done) { out += chunk; done(); } });
+    const log = pino({ ...(loggerOptions(testConfig(db.url, { LOG_LEVEL: 'info' })) as pino.LoggerOptions), transport: undefined }, stream);
+    const body = { email: 'kept@example.com', password: 'pw-in-body' };
+    const err = Object.assign(new Error('boom'), { code: 'E_TEST' });
+    log.info({
+      body, token: 'top-token', err,
+      headers: { authorization: 'Bearer hdr-secret', 'X-API-Key': 'hdr-key', accept: 'application/json' },
+      upstream: { headers: { cookie: 'sid=cookie-secret' } },
+      req: { url: '/users?api_key=in-query', headers: { 'x-api-key': 'req-key' } },
+      config: { jwtSecret: 'cfg-secret', port: 8000 },
+    }, 'careless');
+    const line = JSON.parse(out) as {
+      body: Record<string, string>; headers: Record<string, string>; upstream: { headers: Record<string, string> };
+      config: Record<string, unknown>; err: { message: string; stack: string }; req: unknown;
+    };
+    for (const secret of ['pw-in-body', 'top-token', 'hdr-secret', 'hdr-key', 'cookie-secret', 'cfg-secret', 'in-query', 'req-key']) {
+      assert.equal(out.includes(secret), false, `${secret} reached the log`);
+    }
+    assert.equal(line.body.password, '[redacted]');
+    assert.equal(line.body.email, 'kept@example.com');
+    assert.equal(line.headers.accept, 'application/json');
+    assert.equal(line.config.port, 8000);
+    assert.equal(line.upstream.headers.cookie, '[redacted]');
+    assert.deepEqual(line.req, { path: '/users' }, 'a request-like object is logged by path only');
+    assert.equal(line.err.message, 'boom', 'errors still go through their serializer');
+    assert.match(line.err.stack, /boom/);
+    assert.equal(body.password, 'pw-in-body', 'the caller\'s object is unchanged');
   });
 
   test('no password, token or key ever reaches the logs', async () => {

@@ -67,3 +67,36 @@ export function coalesce<K, V>(
     if (!scheduled) schedule();
   });
 }
+
+/**
+ * Single flight for reads: calls with the same key made before the read is sent share it and its result.
+ *
+ * `read(args, sent)` must call `sent()` as its statement leaves (from inside the query builder, once it holds a
+ * connection). A call after that starts a read of its own, so every caller gets a result read after it asked:
+ * sharing never serves a page older than the caller's own request, and a write acknowledged before a list was
+ * asked for is in that list. Like `coalesce`, the first call waits one `setImmediate` turn unless `idle()`, so
+ * the requests parsed in one turn of the event loop can join it. The result is shared: callers must not change it.
+ */
+export function singleFlight<A, V>(
+  read: (args: A, sent: () => void) => Promise<V>,
+  idle: () => boolean = () => false,
+): (key: string, args: A) => Promise<V> {
+  const open = new Map<string, Promise<V>>();
+  return (key, args) => {
+    const joined = open.get(key);
+    if (joined) return joined;
+    let done = false;
+    const close = () => {
+      if (done) return;
+      done = true;
+      if (open.get(key) === shared) open.delete(key);
+    };
+    const shared = new Promise<V>((resolve, reject) => {
+      const go = () => read(args, close).then(resolve, reject).finally(close);
+      if (idle()) process.nextTick(go);
+      else setImmediate(go);
+    });
+    open.set(key, shared);
+    return shared;
+  };
+}

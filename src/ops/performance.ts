@@ -31,7 +31,8 @@ const Message = Type.Object({ message: Type.String() });
 
 const performanceRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const repo = app.repository;
-  const read = (request: FastifyRequest) => repo.list({ limit: 1 }, request);
+  // Each read is a statement of its own (`alone`): concurrent identical reads would otherwise share one.
+  const read = (request: FastifyRequest) => repo.list({ limit: 1 }, { deadline: request.deadline, alone: true });
 
   /**
    * Runs the reads and reports them. Concurrency is bounded by the pool: the gate queues reads beyond it. Some

@@ -1,6 +1,6 @@
 /**
- * HTTP hardening: security headers (helmet), compression, rate limits (@fastify/rate-limit over the failover
- * store) and, as a separate plugin, CORS.
+ * HTTP hardening: security headers (helmet, set by src/plugins/security-headers.ts), compression, rate limits
+ * (@fastify/rate-limit over the failover store) and, as a separate plugin, CORS.
  *
  * Rate limits are exposed as hooks (`app.limits`) rather than attached to every route here: src/plugins/auth.ts
  * places them per the policy table, between identifying the caller (so an authenticated client is limited per
@@ -13,7 +13,6 @@
 import { createHash } from 'node:crypto';
 import compress from '@fastify/compress';
 import cors from '@fastify/cors';
-import helmet from '@fastify/helmet';
 import rateLimit, { normalizeIP } from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
@@ -22,6 +21,7 @@ import { failoverStore, type LimiterParams } from '../auth/rate-limit-store.ts';
 import { closeRedis, createRedis } from '../auth/redis.ts';
 import type { Config } from '../config.ts';
 import { errors } from '../errors.ts';
+import { securityHeaders } from './security-headers.ts';
 
 /** A hook that counts the request against a limit and throws 429 (or 503, failing closed) when it is over. */
 export type LimitHook = (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
@@ -82,28 +82,7 @@ export default fp<SecurityOptions>(
     app.decorate('redis', redis);
     if (redis) app.addHook('onClose', () => closeRedis(redis));
 
-    await app.register(helmet, {
-      contentSecurityPolicy: {
-        useDefaults: false,
-        // Strict, but enough for Swagger UI at /docs (its scripts and styles are same-origin files; it styles
-        // elements inline and shows data: images). No upgrade-insecure-requests: it would break /docs over plain
-        // HTTP on a non-localhost address.
-        directives: {
-          defaultSrc: ["'self'"],
-          baseUri: ["'self'"],
-          connectSrc: ["'self'"],
-          fontSrc: ["'self'", 'data:'],
-          formAction: ["'self'"],
-          frameAncestors: ["'none'"],
-          imgSrc: ["'self'", 'data:'],
-          objectSrc: ["'none'"],
-          scriptSrc: ["'self'"],
-          scriptSrcAttr: ["'none'"],
-          styleSrc: ["'self'", "'unsafe-inline'"],
-        },
-      },
-      hsts: { maxAge: 15_552_000, includeSubDomains: false },
-    });
+    securityHeaders(app);
 
     // A streamed body (a Readable: /users/stream) must reach the client as it is produced; a compressor would
     // hold it back until its buffers fill. @fastify/compress skips requests marked with x-no-compression, and

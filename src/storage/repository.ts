@@ -26,10 +26,11 @@ export interface NewUser {
 /** A partial update: fields left undefined keep their value. */
 export type UserPatch = Partial<NewUser>;
 
+/** A page may be shared by callers who asked for it together (src/lib/coalesce.ts): never change one. */
 export interface Page {
-  items: User[];
+  readonly items: readonly User[];
   /** Opaque; pass back as `cursor` for the next page. `null` when no more rows exist. */
-  nextCursor: string | null;
+  readonly nextCursor: string | null;
 }
 
 /** Per-call options. */
@@ -39,6 +40,11 @@ export interface CallOptions {
    * server when it passes and throws `timeout`. Unset: the adapter's default statement timeout applies.
    */
   deadline?: number;
+  /**
+   * Run this read as a statement of its own: adapters that share concurrent identical reads (coalescing) must
+   * not share it. For callers that mean to exercise the database, such as `/performance/{async,sync}`.
+   */
+  alone?: boolean;
 }
 
 export interface StreamOptions extends CallOptions {

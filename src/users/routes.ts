@@ -4,12 +4,16 @@
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import type { User } from '../storage/repository.ts';
 import { DB_ERRORS, errorResponses } from '../schemas.ts';
 import {
   BatchCreated, IdParams, ListQuery, UserCreate, UserList, UserPublic, UserUpdate, batchCreate, type BatchCreate,
 } from './schemas.ts';
 
 const tags = ['users'];
+
+/** The JSON of list pages by page, while a page lives (see GET /users). */
+const serializedPages = new WeakMap<readonly User[], string>();
 
 export interface UsersRoutesOptions {
   batchMax: number;
@@ -42,7 +46,14 @@ const usersRoutes: FastifyPluginAsyncTypebox<UsersRoutesOptions> = async (app, {
       const next = `/users?limit=${limit}&cursor=${page.nextCursor}`;
       reply.header('link', `<${next}>; rel="next"`).header('x-next-cursor', page.nextCursor);
     }
-    return page.items;
+    // Requests that shared one read share its page object, and so its JSON: serialized once (with the route's
+    // 200 schema, as Fastify would), then sent as it is (a JSON string, which the typed `send` does not expect).
+    let json = serializedPages.get(page.items);
+    if (json === undefined) {
+      json = reply.serialize(page.items) as string;
+      serializedPages.set(page.items, json);
+    }
+    return reply.type('application/json; charset=utf-8').send(json as never);
   });
 
   app.post('/users/batch', {

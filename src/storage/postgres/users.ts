@@ -8,10 +8,10 @@
  */
 import type { PendingQuery, Row, Sql } from 'postgres';
 import { errors, isAppError } from '../../errors.ts';
-import { coalesce } from '../../lib/coalesce.ts';
+import { coalesce, singleFlight } from '../../lib/coalesce.ts';
 import { uuidv7 } from '../../lib/uuid.ts';
 import { CURSOR_TAG, decodeCursor, encodeCursor } from '../cursor.ts';
-import type { CallOptions, NewUser, User, UserPatch, UsersRepository } from '../repository.ts';
+import type { CallOptions, NewUser, Page, User, UserPatch, UsersRepository } from '../repository.ts';
 import type { Db } from './db.ts';
 import type { Health } from './health.ts';
 
@@ -42,6 +42,23 @@ function insertRows(sql: Sql, users: User[]): PendingQuery<Row[]> {
       ${sql.array(users.map((u) => u.email))}::text[], ${sql.array(users.map((u) => u.age))}::int[],
       ${sql.array(users.map((u) => u.created_at.toISOString()))}::timestamptz[],
       ${sql.array(users.map((u) => u.updated_at.toISOString()))}::timestamptz[])`;
+}
+
+/** A page in primary-key order, after the id `after` when given; one row more than asked tells whether more exist. */
+function pageQuery(sql: Sql, limit: number, after: string | undefined): PendingQuery<User[]> {
+  return after === undefined
+    ? sql<User[]>`SELECT id, name, email, age, created_at, updated_at FROM users ORDER BY id LIMIT ${limit + 1}`
+    : sql<User[]>`SELECT id, name, email, age, created_at, updated_at FROM users
+        WHERE id > ${after} ORDER BY id LIMIT ${limit + 1}`;
+}
+
+function toPage(rows: User[], limit: number): Page {
+  const items = rows.length > limit ? rows.slice(0, limit) : rows;
+  const last = items.at(-1);
+  return {
+    items,
+    nextCursor: rows.length > limit && last ? encodeCursor(CURSOR_TAG.postgres, idToBytes(last.id)) : null,
+  };
 }
 
 export function createPostgresUsersRepository(db: Db, health: Health): UsersRepository {
@@ -83,11 +100,13 @@ export function createPostgresUsersRepository(db: Db, health: Health): UsersRepo
   );
 
   /**
-   * A request with its own deadline reads alone: its deadline cancels its own statement and nobody else's. So
-   * does an id not in canonical form, which the batch could not map back (or would fail as a whole).
+   * A request with its own deadline reads alone: its deadline cancels its own statement and nobody else's; so does
+   * one that asks to (`alone`), and an id not in canonical form, which the batch could not map back.
    */
   const get = async (id: string, opts?: CallOptions): Promise<User | null> =>
-    opts?.deadline === undefined && CANONICAL_UUID.test(id) ? (await getBatched(id)) ?? null : getOne(id, opts);
+    opts?.deadline === undefined && !opts?.alone && CANONICAL_UUID.test(id)
+      ? (await getBatched(id)) ?? null
+      : getOne(id, opts);
 
   async function insertOne(user: User, opts?: CallOptions): Promise<void> {
     await db.query((sql) => insertRows(sql, [user]), opts);
@@ -111,6 +130,16 @@ export function createPostgresUsersRepository(db: Db, health: Health): UsersRepo
       }));
     }
   }, INSERT_BATCH_MAX, idle);
+
+  // Identical pages asked for together (the first page of a busy list, above all) are read once and the page
+  // is shared; a page asked for after that read left is read again (src/lib/coalesce.ts, singleFlight).
+  const listShared = singleFlight<{ limit: number; after: string | undefined }, Page>(
+    async ({ limit, after }, sent) => toPage(await db.query((sql) => {
+      sent();
+      return pageQuery(sql, limit, after);
+    }), limit),
+    idle,
+  );
 
   return {
     backend: 'postgres',
@@ -167,21 +196,9 @@ export function createPostgresUsersRepository(db: Db, health: Health): UsersRepo
 
     async list({ limit, cursor }, opts) {
       const after = cursor === undefined ? undefined : bytesToId(checkedPosition(cursor));
-      // One row more than asked tells whether a next page exists without a second query.
-      const rows = await db.query(
-        (sql) => after === undefined
-          ? sql<User[]>`SELECT id, name, email, age, created_at, updated_at FROM users
-              ORDER BY id LIMIT ${limit + 1}`
-          : sql<User[]>`SELECT id, name, email, age, created_at, updated_at FROM users
-              WHERE id > ${after} ORDER BY id LIMIT ${limit + 1}`,
-        opts,
-      );
-      const items = rows.length > limit ? rows.slice(0, limit) : [...rows];
-      const last = items.at(-1);
-      return {
-        items,
-        nextCursor: rows.length > limit && last ? encodeCursor(CURSOR_TAG.postgres, idToBytes(last.id)) : null,
-      };
+      // As with get: a request with its own deadline, or that asks to, reads alone.
+      if (opts?.deadline === undefined && !opts?.alone) return listShared(`${limit}/${after ?? ''}`, { limit, after });
+      return toPage(await db.query((sql) => pageQuery(sql, limit, after), opts), limit);
     },
 
     async *stream({ limit, fetchSize, deadline, signal }) {
