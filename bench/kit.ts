@@ -110,3 +110,26 @@ export async function compare(kit: string, o: CompareOptions): Promise<WrkResult
   // compare.mjs writes NaN latencies (pgbench) as null in JSON.
   return parsed.results.map((r) => ({ ...r, p50: r.p50 ?? null, p99: r.p99 ?? null }));
 }
+
+/**
+ * One wrk load with a script of this repository (bench/wrk), parsed as compare.mjs parses its own: a 3 s
+ * warm-up, then `duration` seconds, one thread, `connections` connections.
+ */
+export function wrkScript(script: string, baseUrl: string, o: { name: string; duration: number; connections: number; env: NodeJS.ProcessEnv }): WrkResult {
+  const run = (seconds: number) => execFileSync('wrk', ['-t1', `-c${o.connections}`, `-d${seconds}s`, '--latency', '-s', join(REPO, 'bench', 'wrk', script), baseUrl],
+    { encoding: 'utf8', env: o.env });
+  run(3);
+  const out = run(o.duration);
+  const ms = (p: number): number | null => {
+    const m = /([\d.]+)(us|ms|s)\s*$/.exec(new RegExp(`^\\s+${p}%\\s+(\\S+)`, 'm').exec(out)?.[1] ?? '');
+    return m ? Number(m[1]) * ({ us: 0.001, ms: 1, s: 1000 } as Record<string, number>)[m[2]!]! : null;
+  };
+  return {
+    name: o.name,
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0),
+    p50: ms(50),
+    p99: ms(99),
+    non2xx: Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0),
+    errors: /Socket errors:.*/.exec(out)?.[0] ?? '',
+  };
+}

@@ -17,10 +17,10 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import postgres from 'postgres';
 import { formatSummary, summarize } from './cpuprofile.ts';
-import { BenchError, compare, ensureTools, findKit, REPO, type Subject, type WrkResult } from './kit.ts';
+import { BenchError, compare, ensureTools, findKit, REPO, wrkScript, type Subject, type WrkResult } from './kit.ts';
 import { machineInfo, watchLoad, describeLoad } from './machine.ts';
 import { formatMicro, runMicro } from './micro.ts';
-import { writeReport, type BenchResults, type Run, type Scenario } from './report.ts';
+import { LIST_ALONE, writeReport, type BenchResults, type Run, type Scenario } from './report.ts';
 import { prepareDatabase, productionEnv, provisionApiKey, startSpate } from './spate.ts';
 import { measureStream } from './stream.ts';
 
@@ -97,6 +97,18 @@ async function profile(kit: string, scenario: Scenario, env: NodeJS.ProcessEnv, 
   console.log(formatSummary(summarize(file, 40, duration * 1000, skipEndMs), 40));
 }
 
+/** The list scenario with every request reading alone (bench/wrk/list-alone.lua), against a fresh Spate. */
+async function listAlone(env: NodeJS.ProcessEnv, connections: number, duration: number): Promise<WrkResult> {
+  const spate = await startSpate(env, PORT, join(logDir, 'spate-list-alone.log'));
+  try {
+    const result = wrkScript('list-alone.lua', spate.baseUrl, { name: LIST_ALONE, duration, connections, env });
+    log(`${LIST_ALONE}: ${Math.round(result.rps)} req/s`);
+    return result;
+  } finally {
+    await spate.stop();
+  }
+}
+
 async function main(): Promise<void> {
   const duration = Number(opt.duration);
   const repeat = Math.max(1, Number(opt.repeat));
@@ -143,10 +155,16 @@ async function main(): Promise<void> {
     const runs: Run<WrkResult[]>[] = [];
     for (let i = 0; i < repeat; i++) {
       log(`${scenario}, run ${i + 1} of ${repeat}`);
-      runs.push(await staged(scenario, isOurs, () => compare(kit, {
-        scenario, duration, connections: results.connections, env: benchEnv,
-        subjects: [spate('spate')], peers: ['fastapi', 'express', 'fastify-raw'], pgbench: scenario === 'get_by_id',
-      })));
+      runs.push(await staged(scenario, isOurs, async () => {
+        const measured = await compare(kit, {
+          scenario, duration, connections: results.connections, env: benchEnv,
+          subjects: [spate('spate')], peers: ['fastapi', 'express', 'fastify-raw'], pgbench: scenario === 'get_by_id',
+        });
+        // Identical pages asked for together are read and serialized once (src/lib/coalesce.ts), which the
+        // list scenario (one page, asked for by everyone) favours: also measure every request reading alone.
+        if (scenario === 'list') measured.push(await listAlone(benchEnv, results.connections, duration));
+        return measured;
+      }));
     }
     results.scenarios.push({ scenario, runs });
   }
