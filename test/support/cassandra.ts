@@ -729,10 +729,35 @@ export async function waitForRing(nodes: CassandraNode[], timeoutMs = 60_000): P
   const first = nodes[0];
   if (!first) return;
   const deadline = Date.now() + timeoutMs;
+  // A schema change reaches only the nodes its coordinator holds live at that moment, and Cassandra 2.1's
+  // pull of a newer schema can miss a node that is still handshaking, after which it never retries: the
+  // probe keyspace was then missing on two nodes for minutes (3 of 5 starts on a quiet machine). So the
+  // keyspace is created once the first node knows every peer, and a node that still lacks it gets a nudge:
+  // another schema change on the first node, which makes every node compare versions and pull again.
+  await retryUntil(deadline, () => withPinnedClient(first, (client) => knowsPeers(client, nodes.length - 1)));
   await retryUntil(deadline, () => withPinnedClient(first, (client) => createProbeTable(client, nodes.length)));
-  await Promise.all(
-    nodes.map((node) => retryUntil(deadline, () => withPinnedClient(node, (client) => probeAtAll(client, node)))),
-  );
+  let lastNudge = 0;
+  const nudge = async () => {
+    if (Date.now() - lastNudge < 2000) return;
+    lastNudge = Date.now();
+    await withPinnedClient(first, (client) =>
+      client.execute(`ALTER TABLE ${PROBE_KEYSPACE}.probe WITH comment = '${lastNudge}'`)).catch(() => {});
+  };
+  await Promise.all(nodes.map((node) => retryUntil(deadline, async () => {
+    try {
+      await withPinnedClient(node, (client) => probeAtAll(client, node));
+    } catch (err) {
+      if (/does not exist|unconfigured/i.test((err as Error).message)) await nudge();
+      throw err;
+    }
+  })));
+}
+
+/** Resolves once the node lists `n` peers, each with a schema version (so gossip has reached them). */
+async function knowsPeers(client: Client, n: number): Promise<void> {
+  const peers = (await client.execute('SELECT peer, schema_version FROM system.peers')).rows;
+  const known = peers.filter((r) => r.get('schema_version') !== null).length;
+  if (known < n) throw new Error(`${known} of ${n} peers known`);
 }
 
 /** Run `fn` with a client whose only coordinator is `node`, then shut that client down. */
