@@ -80,6 +80,37 @@ export function accountsContract(name: string, repo: () => AccountsRepository): 
       assert.deepEqual(await r.revokeAccountSessions(a.id), [s2.id]);
     });
 
+    test('pruning deletes expired tokens and the sessions they leave empty, in batches; live and used tokens stay', async () => {
+      const r = repo();
+      const a = await r.createAccount({ email: email(), passwordHash: 'h', role: 'viewer' });
+      const past = new Date(Date.now() - 1000);
+      const future = new Date(Date.now() + 60_000);
+      const dead = await Promise.all([1, 2, 3].map(() => r.createSession({ accountId: a.id, tokenHash: hex(), expiresAt: past })));
+      // A session with an expired token and a live one (a rotation): only the expired token goes.
+      const rotated = await r.createSession({ accountId: a.id, tokenHash: hex(), expiresAt: past });
+      const live = hex();
+      await r.addRefreshToken({ sessionId: rotated.id, tokenHash: live, expiresAt: future });
+      // A used token that has not expired stays, so a replay of it is still recognised.
+      const used = hex();
+      const kept = await r.createSession({ accountId: a.id, tokenHash: used, expiresAt: future });
+      assert.equal((await r.consumeRefreshToken(used))?.firstUse, true);
+
+      const first = await r.pruneExpired(new Date(), 2);
+      assert.ok(first.tokens === 2, `a batch of 2 deleted ${first.tokens} tokens`);
+      let total = { ...first };
+      for (let i = 0; i < 5; i++) {
+        const more = await r.pruneExpired(new Date(), 2);
+        total = { tokens: total.tokens + more.tokens, sessions: total.sessions + more.sessions };
+      }
+      // Other tests' sessions may expire meanwhile, so at least ours: four expired tokens, three emptied sessions.
+      assert.ok(total.tokens >= 4 && total.sessions >= 3, JSON.stringify(total));
+      for (const s of dead) assert.equal(await r.getSession(s.id), null);
+      assert.equal((await r.getSession(rotated.id))?.revoked, false);
+      assert.equal((await r.consumeRefreshToken(live))?.firstUse, true);
+      assert.equal((await r.getSession(kept.id))?.revoked, false);
+      assert.equal((await r.consumeRefreshToken(used))?.firstUse, false, 'the replay is still recognised');
+    });
+
     test('API keys: create, find by hash, list, get, revoke idempotently', async () => {
       const r = repo();
       const a = await r.createAccount({ email: email(), passwordHash: 'h', role: 'editor' });

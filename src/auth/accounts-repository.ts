@@ -104,6 +104,12 @@ export interface AccountsRepository {
   revokeSession(id: string, opts?: CallOptions): Promise<void>;
   /** Revokes every session of an account; returns their ids. */
   revokeAccountSessions(accountId: string, opts?: CallOptions): Promise<string[]>;
+  /**
+   * Deletes refresh tokens that expired before `before`, then sessions left without any token, at most `batch`
+   * of each per call; returns how many went. Used tokens that have not expired stay: they are how a replayed
+   * token is recognised and its family revoked.
+   */
+  pruneExpired(before: Date, batch: number, opts?: CallOptions): Promise<{ tokens: number; sessions: number }>;
 
   createApiKey(input: NewApiKey, opts?: CallOptions): Promise<ApiKey>;
   findApiKeyByHash(hash: string, opts?: CallOptions): Promise<ApiKey | null>;

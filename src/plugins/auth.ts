@@ -22,6 +22,7 @@ import { createRedisBus } from '../auth/invalidation.ts';
 import { securityFor } from '../auth/openapi.ts';
 import { decide, ruleFor, type Access, type LimitClass } from '../auth/policy.ts';
 import { createPostgresAccountsRepository } from '../auth/postgres/accounts.ts';
+import { startPruning, type Pruner } from '../auth/prune.ts';
 import authRoutes from '../auth/routes.ts';
 import type { Principal } from '../auth/scopes.ts';
 import { createAuthService, type AuthService } from '../auth/service.ts';
@@ -69,6 +70,10 @@ export const NO_ACCOUNTS_STORE =
   'AUTH_MODE=on needs an accounts store, and the Cassandra backend has none yet: use PostgreSQL (DATABASE_URL), '
   + 'or set AUTH_MODE=off to serve without authentication (admin routes then answer loopback callers only)';
 
+/** Expired refresh tokens and dead sessions are deleted hourly, 1,000 rows per statement (src/auth/prune.ts). */
+const PRUNE_EVERY_MS = 3_600_000;
+const PRUNE_BATCH = 1000;
+
 const PROXY_HEADERS = ['forwarded', 'x-forwarded-for', 'x-real-ip'] as const;
 const BEARER = /^Bearer +(\S+) *$/i;
 const failed = Symbol('spate.authFailed');
@@ -103,9 +108,11 @@ export default fp<AuthOptions>(
     let opened: AccountsRepository | undefined;
     let closed = false;
     let retry: NodeJS.Timeout | undefined;
+    let pruner: Pruner | undefined;
     app.addHook('onClose', async () => {
       closed = true;
       clearTimeout(retry);
+      pruner?.stop();
       await opened?.close();
     });
     const routes: RouteAccess[] = [];
@@ -192,6 +199,7 @@ export default fp<AuthOptions>(
       }
       authn = createAuthenticator({ accounts: store, signer, bus, cacheTtlMs: auth.cacheTtlMs });
       service = createAuthService({ accounts: store, signer, authn, refreshTtlS: auth.refreshTtlS });
+      pruner = startPruning({ accounts: store, log: app.log, everyMs: PRUNE_EVERY_MS, batch: PRUNE_BATCH });
       if (auth.admin) await bootstrapAdmin(service, auth.admin);
     });
 

@@ -171,6 +171,24 @@ export function createPostgresAccountsRepository(db: Db): AccountsRepository {
       );
     },
 
+    async pruneExpired(before, batch, opts) {
+      // Batches keep each statement short on a large table; what is left goes in the next run. A session is
+      // created together with its first token (one transaction), so one without tokens is one whose tokens
+      // all expired.
+      const tokens = await db.query(
+        (sql) => sql`DELETE FROM refresh_tokens WHERE token_hash IN (
+          SELECT token_hash FROM refresh_tokens WHERE expires_at < ${before} LIMIT ${batch}) RETURNING 1`,
+        opts,
+      );
+      const sessions = await db.query(
+        (sql) => sql`DELETE FROM auth_sessions WHERE id IN (
+          SELECT s.id FROM auth_sessions s
+          WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.session_id = s.id) LIMIT ${batch}) RETURNING 1`,
+        opts,
+      );
+      return { tokens: tokens.length, sessions: sessions.length };
+    },
+
     async revokeAccountSessions(accountId, opts) {
       const rows = await db.query(
         (sql) => sql<{ id: string }[]>`UPDATE auth_sessions SET revoked_at = now()
