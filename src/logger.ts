@@ -7,7 +7,7 @@
 import type { FastifyServerOptions } from 'fastify';
 import type { Config } from './config.ts';
 
-export const CENSORED = '[redacted]';
+const CENSORED = '[redacted]';
 
 /** Keys (lower case) whose values are credentials wherever a careless log call puts them: headers, bodies, config. */
 const SECRET_KEYS = new Set([

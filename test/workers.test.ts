@@ -80,6 +80,21 @@ function servingPids(server: ServerProcess, route: string, skip = 0): Set<number
   return new Set(logLines(server).slice(skip).filter((l) => l.msg === 'request completed' && l.route === route).map((l) => l.pid));
 }
 
+/**
+ * Reads `/users/{id}` 20 times, each on a connection of its own, and returns the pids that served them once the
+ * access lines of at least two processes are in. Those lines leave through an asynchronous destination, so a
+ * response can reach us before its line does.
+ */
+async function readsServedBy(server: ServerProcess, id: string, what: string, timeoutMs?: number): Promise<Set<number>> {
+  const skip = logLines(server).length;
+  const answers = await Promise.all(Array.from({ length: 20 }, () => send(server.baseUrl, 'GET', `/users/${id}`)));
+  assert.deepEqual(answers.map((a) => a.status), Array(20).fill(200));
+  return waitFor(() => {
+    const p = servingPids(server, '/users/:id', skip);
+    return p.size >= 2 && p;
+  }, what, timeoutMs);
+}
+
 describe('WORKERS configuration', () => {
   test('defaults to 1; auto is one per core; anything else is refused with a message naming WORKERS', () => {
     assert.equal(loadConfig({}).workers, 1);
@@ -120,13 +135,7 @@ describe('WORKERS=2 on a configured database', () => {
     assert.equal(new Set(workers).size, 2);
     assert.ok(!workers.includes(server.pid));
 
-    const skip = logLines(server).length;
-    const answers = await Promise.all(Array.from({ length: 20 }, () => send(server.baseUrl, 'GET', `/users/${userId}`)));
-    assert.deepEqual(answers.map((a) => a.status), Array(20).fill(200));
-    const pids = await waitFor(() => {
-      const p = servingPids(server, '/users/:id', skip);
-      return p.size >= 2 && p;
-    }, 'access lines from two workers');
+    const pids = await readsServedBy(server, userId, 'access lines from two workers');
     assert.deepEqual([...pids].sort(), [...workers].sort());
   });
 
@@ -138,13 +147,7 @@ describe('WORKERS=2 on a configured database', () => {
     assert.equal((await send(server.baseUrl, 'GET', `/users/${userId}`)).status, 200);
     const replacement = await waitFor(() => listeningWorkers(server).find((p) => p !== victim && p !== survivor), 'a replacement worker');
 
-    const skip = logLines(server).length;
-    const answers = await Promise.all(Array.from({ length: 20 }, () => send(server.baseUrl, 'GET', `/users/${userId}`)));
-    assert.deepEqual(answers.map((a) => a.status), Array(20).fill(200));
-    const pids = await waitFor(() => {
-      const p = servingPids(server, '/users/:id', skip);
-      return p.size >= 2 && p;
-    }, 'access lines from the survivor and the replacement');
+    const pids = await readsServedBy(server, userId, 'access lines from the survivor and the replacement');
     assert.deepEqual([...pids].sort(), [survivor!, replacement].sort());
   });
 
@@ -198,10 +201,7 @@ describe('WORKERS=2 with the embedded default', () => {
       const created = await send(server.baseUrl, 'POST', '/users', userBody({ name: 'Shared' }));
       assert.equal(created.status, 201, created.body);
       const { id } = JSON.parse(created.body) as { id: string };
-      const reads = await Promise.all(Array.from({ length: 20 }, () => send(server.baseUrl, 'GET', `/users/${id}`)));
-      assert.deepEqual(reads.map((r) => r.status), Array(20).fill(200));
-      // Access lines leave through an asynchronous destination: a response can reach us before its line does.
-      await waitFor(() => servingPids(server, '/users/:id').size === 2, 'access lines from both workers', 5000);
+      assert.equal((await readsServedBy(server, id, 'access lines from both workers', 5000)).size, 2);
 
       const res = await send(server.baseUrl, 'POST', '/shutdown');
       assert.equal(res.status, 200, res.body);

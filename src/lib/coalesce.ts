@@ -7,6 +7,15 @@
  * is called from inside the loader), so a batch is as large as the load of that moment.
  */
 
+/**
+ * Runs `fn` once the requests parsed in this turn of the event loop have joined (`setImmediate`), or, with
+ * nothing in flight and so nothing to wait for, as soon as the current burst is in (`process.nextTick`).
+ */
+function soon(idle: () => boolean, fn: () => void): void {
+  if (idle()) process.nextTick(fn);
+  else setImmediate(fn);
+}
+
 interface Pending<K, V> {
   key: K;
   resolve: (value: V | undefined) => void;
@@ -57,9 +66,7 @@ export function coalesce<K, V>(
 
   function schedule(): void {
     scheduled = true;
-    // With nothing in flight there is nothing to wait for: go as soon as the current burst of lookups is in.
-    if (idle()) process.nextTick(dispatch);
-    else setImmediate(dispatch);
+    soon(idle, dispatch);
   }
 
   return (key) => new Promise<V | undefined>((resolve, reject) => {
@@ -92,9 +99,7 @@ export function singleFlight<A, V>(
       if (open.get(key) === shared) open.delete(key);
     };
     const shared = new Promise<V>((resolve, reject) => {
-      const go = () => read(args, close).then(resolve, reject).finally(close);
-      if (idle()) process.nextTick(go);
-      else setImmediate(go);
+      soon(idle, () => read(args, close).then(resolve, reject).finally(close));
     });
     open.set(key, shared);
     return shared;

@@ -173,7 +173,6 @@ export function createDb(opts: DbOptions): Db {
     await acquire(o.deadline);
     const started = performance.now();
     let conn: ReservedSql | undefined;
-    let q: PendingQuery<T> | undefined;
     let timedOut = false;
     let timer: NodeJS.Timeout | undefined;
     let failure: DbErrorKind | undefined;
@@ -186,7 +185,7 @@ export function createDb(opts: DbOptions): Db {
       await conn`BEGIN READ ONLY`;
       const ms = o.deadline === undefined ? 0 : Math.max(1, Math.floor(o.deadline - performance.now()));
       await conn`SELECT set_config('statement_timeout', ${String(ms)}, true)`;
-      q = build(conn);
+      const q = build(conn);
       // No cancel request at the deadline: the server's statement timeout above already ends a fetch that runs
       // past it, and a cancel is asynchronous, so one that arrives late can hit whatever this connection runs
       // next (our ROLLBACK, or another request's statement once it is back in the pool).
