@@ -74,6 +74,8 @@ export interface WrkResult {
   p99: number | null;
   non2xx: number;
   errors: string;
+  /** The slowest request (ms), where the runner reads it (wrkScript). */
+  max?: number | null;
 }
 
 export interface CompareOptions {
@@ -84,6 +86,13 @@ export interface CompareOptions {
   /** Peers of the kit to add after the subjects (compare.mjs names). */
   peers: string[];
   pgbench?: boolean;
+  /** Another wrk script for the scenario (compare.mjs `--wrk-script`). */
+  wrkScript?: string;
+  /**
+   * Cores (a `taskset -c` list) for compare.mjs and so for wrk, which it runs; subjects then need a command that
+   * widens their own affinity again (`taskset -c 0-N ...`), since children inherit it.
+   */
+  loadCores?: string;
   env: NodeJS.ProcessEnv;
 }
 
@@ -94,8 +103,10 @@ export async function compare(kit: string, o: CompareOptions): Promise<WrkResult
     '--connections', String(o.connections), '--peers', o.peers.join(','),
     ...o.subjects.flatMap((s) => ['--subject', `${s.name}|${s.cwd}|${s.port}|${s.command}`]),
     ...(o.pgbench ? ['--pgbench'] : []),
+    ...(o.wrkScript ? ['--wrk-script', o.wrkScript] : []),
   ];
-  const child = spawn(process.execPath, args, { env: o.env, stdio: ['ignore', 'pipe', 'inherit'] });
+  const [cmd, argv] = o.loadCores ? ['taskset', ['-c', o.loadCores, process.execPath, ...args]] : [process.execPath, args];
+  const child = spawn(cmd, argv, { env: o.env, stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.setEncoding('utf8');
   child.stdout.on('data', (d: string) => {
@@ -120,10 +131,11 @@ export function wrkScript(script: string, baseUrl: string, o: { name: string; du
     { encoding: 'utf8', env: o.env });
   run(3);
   const out = run(o.duration);
-  const ms = (p: number): number | null => {
-    const m = /([\d.]+)(us|ms|s)\s*$/.exec(new RegExp(`^\\s+${p}%\\s+(\\S+)`, 'm').exec(out)?.[1] ?? '');
+  const toMs = (text: string | undefined): number | null => {
+    const m = /([\d.]+)(us|ms|s)\s*$/.exec(text ?? '');
     return m ? Number(m[1]) * ({ us: 0.001, ms: 1, s: 1000 } as Record<string, number>)[m[2]!]! : null;
   };
+  const ms = (p: number): number | null => toMs(new RegExp(`^\\s+${p}%\\s+(\\S+)`, 'm').exec(out)?.[1]);
   return {
     name: o.name,
     rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0),
@@ -131,5 +143,6 @@ export function wrkScript(script: string, baseUrl: string, o: { name: string; du
     p99: ms(99),
     non2xx: Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0),
     errors: /Socket errors:.*/.exec(out)?.[0] ?? '',
+    max: toMs(/^\s+Latency\s+\S+\s+\S+\s+(\S+)/m.exec(out)?.[1]),
   };
 }

@@ -1,15 +1,14 @@
 /**
  * Micro-benchmark of the database layer, in process and without HTTP: a primary-key read through the users
- * repository (createDb + createPostgresUsersRepository, as the app wires them), and the pool acquire (the Gate in
+ * repository (createDb + createPostgresUsersStore, as the app wires them), and the pool acquire (the Gate in
  * front of the postgres.js pool), against the targets p50 < 200 µs for the read and < 100 µs for the acquire.
  *
  *   npm run bench -- --micro          (DATABASE_URL: a PostgreSQL holding the seeded users table)
  */
 import type { Sql } from 'postgres';
-import { Gate } from '../src/lib/gate.ts';
-import { createDb } from '../src/storage/postgres/db.ts';
-import { createHealth } from '../src/storage/postgres/health.ts';
-import { createPostgresUsersRepository } from '../src/storage/postgres/users.ts';
+import { Gate } from '../src/platform/lib/gate.ts';
+import { createDb } from '../src/db/postgres/db.ts';
+import { createPostgresUsersStore } from '../src/db/postgres/users.ts';
 
 export interface Figure {
   name: string;
@@ -38,7 +37,7 @@ async function seededIds(sql: Sql, n: number): Promise<string[]> {
 
 export async function runMicro(url: string, log: (m: string) => void = () => {}): Promise<Figure[]> {
   const db = createDb({ url, max: 10, acquireTimeoutMs: 2000, statementTimeoutMs: 30_000 });
-  const repo = createPostgresUsersRepository(db, createHealth(url));
+  const repo = createPostgresUsersStore(db, { idempotencyTtlS: 86_400 });
   const out: Figure[] = [];
   try {
     const ids = await seededIds(db.sql, 20_000);
@@ -77,7 +76,7 @@ export async function runMicro(url: string, log: (m: string) => void = () => {})
     out.push(await concurrent('50 concurrent readers: get(id), coalesced', () => repo.get(pick())));
     out.push(await concurrent('50 concurrent readers: get(id) with deadlines, one statement each', () => repo.get(pick(), far())));
   } finally {
-    await repo.close();
+    await db.close();
   }
   return out;
 }

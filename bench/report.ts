@@ -26,26 +26,41 @@ export interface BenchResults {
   command: string;
   scenarios: { scenario: Scenario; runs: Run<WrkResult[]>[] }[];
   workers?: Run<WrkResult[]>[];
+  /** `--also-node`: the scenarios again on another Node (Spate on both paths, and bare Fastify). */
+  otherNode?: { version: string; scenarios: { scenario: Scenario; runs: Run<WrkResult[]>[] }[] };
+  /** How the workers stage pinned its load generator. */
+  workersPinning?: string;
   stream?: Run<StreamResult[]>;
   micro?: Run<Figure[]>;
 }
 
 const SCENARIO_TEXT: Record<Scenario, string> = {
   get_by_id: '`GET /users/{id}`, ids drawn at random from the first 20,000 seeded rows',
-  list: '`GET /users?limit=100`, the first page of 100 users (and, for Spate, the same with every request reading alone)',
+  list: '`GET /users?limit=100`, the first page of 100 users; then a mix of page sizes and cursors (bench/wrk/list-mixed.lua), and, for Spate, the first page with every request reading alone',
   create: '`POST /users` with a unique email per request (a committed insert each)',
 };
 
 /** The list scenario's extra subject: Spate with every request reading alone (no shared reads). */
 export const LIST_ALONE = 'spate, each request alone';
+/** Spate on the API-key path; plain `spate` is the access-token path (the headline, and the ratios' base). */
+export const SPATE_KEY = 'spate, X-API-Key';
+/** A subject's name in the list loads with mixed page sizes and cursors (bench/wrk/list-mixed.lua). */
+export const mixedName = (name: string) => `${name}, mixed pages`;
+const SPATE_TOKEN = 'spate';
 
-/** The issue's targets: Spate's req/s (or `subject`'s) over the peer's, at least. */
-const TARGETS: { scenario: Scenario; peer: string; ratio: number; subject?: string }[] = [
+/**
+ * The issue's targets: `subject`'s req/s (default: Spate with an access token) over the peer's, at least; with
+ * `p99`, the subject's p99 over the peer's, at most.
+ */
+const TARGETS: { scenario: Scenario; peer: string; ratio: number; subject?: string; p99?: number }[] = [
   { scenario: 'get_by_id', peer: 'fastapi', ratio: 4 },
   { scenario: 'get_by_id', peer: 'express', ratio: 2.5 },
-  { scenario: 'get_by_id', peer: 'fastify-raw', ratio: 0.9 },
+  ...[SPATE_TOKEN, SPATE_KEY].flatMap((subject) => [
+    { scenario: 'get_by_id' as const, peer: 'fastify-raw', ratio: 1.0, subject, p99: 1.5 },
+    { scenario: 'create' as const, peer: 'fastify-raw', ratio: 1.0, subject },
+    { scenario: 'list' as const, peer: mixedName('fastify-raw'), ratio: 1.0, subject: mixedName(subject) },
+  ]),
   { scenario: 'create', peer: 'fastapi', ratio: 3 },
-  { scenario: 'create', peer: 'fastify-raw', ratio: 0.9 },
   { scenario: 'list', peer: 'fastify-raw', ratio: 1.0 },
   { scenario: 'list', peer: 'fastify-raw', ratio: 1.0, subject: LIST_ALONE },
 ];
@@ -57,9 +72,9 @@ const median = (xs: number[]) => {
 const fmt = (n: number | null | undefined, digits = 0) => (n === null || n === undefined || Number.isNaN(n) ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
 
 /** Spate's req/s (the first subject's, or `subject`'s) over `peer`'s in one run. */
-function ratioIn(results: WrkResult[], peer: string, subject?: string): number {
-  const spate = (subject === undefined ? results[0] : results.find((r) => r.name === subject))?.rps ?? 0;
-  const other = results.find((r) => r.name === peer)?.rps ?? 0;
+function ratioIn(results: WrkResult[], peer: string, subject?: string, measure: 'rps' | 'p99' = 'rps'): number {
+  const spate = (subject === undefined ? results[0] : results.find((r) => r.name === subject))?.[measure] ?? 0;
+  const other = results.find((r) => r.name === peer)?.[measure] ?? 0;
   return other > 0 ? spate / other : NaN;
 }
 
@@ -70,7 +85,12 @@ function targetsTable(r: BenchResults): string {
     if (!s) continue;
     const ratios = s.runs.map((run) => ratioIn(run.results, t.peer, t.subject));
     const m = median(ratios);
-    lines.push(`| ${t.scenario}: ${t.subject ?? 'Spate'} ≥ ${t.ratio}× ${t.peer} | ${ratios.map((x) => `${fmt(x, 2)}×`).join(', ')} | ${fmt(m, 2)}× | ${m >= t.ratio ? 'yes' : '**no**'} |`);
+    lines.push(`| ${t.scenario}: ${t.subject ?? SPATE_TOKEN} ≥ ${t.ratio}× ${t.peer} | ${ratios.map((x) => `${fmt(x, 2)}×`).join(', ')} | ${fmt(m, 2)}× | ${m >= t.ratio ? 'yes' : '**no**'} |`);
+    if (t.p99 !== undefined) {
+      const p99s = s.runs.map((run) => ratioIn(run.results, t.peer, t.subject, 'p99'));
+      const mp = median(p99s);
+      lines.push(`| ${t.scenario}: ${t.subject ?? SPATE_TOKEN} p99 ≤ ${t.p99}× ${t.peer}'s | ${p99s.map((x) => `${fmt(x, 2)}×`).join(', ')} | ${fmt(mp, 2)}× | ${mp <= t.p99 ? 'yes' : '**no**'} |`);
+    }
   }
   if (r.stream) {
     for (const s of r.stream.results) {
@@ -148,9 +168,29 @@ function machineSection(r: BenchResults): string {
 function loadLines(r: BenchResults): string {
   const lines: string[] = [];
   for (const s of r.scenarios) s.runs.forEach((run, i) => lines.push(`- ${s.scenario} run ${i + 1}: ${describeLoad(run.load)}`));
+  r.otherNode?.scenarios.forEach((s) => s.runs.forEach((run) => lines.push(`- ${s.scenario} on ${r.otherNode!.version}: ${describeLoad(run.load)}`)));
   r.workers?.forEach((run, i) => lines.push(`- workers run ${i + 1}: ${describeLoad(run.load)}`));
   if (r.stream) lines.push(`- stream: ${describeLoad(r.stream.load)}`);
   if (r.micro) lines.push(`- micro-benchmark: ${describeLoad(r.micro.load)}`);
+  return lines.join('\n');
+}
+
+/** This run's Node beside `--also-node`'s, per scenario and subject (first runs' medians). */
+function nodesTable(r: BenchResults): string {
+  const other = r.otherNode!;
+  const lines = [`| Scenario | Subject | ${r.machine.node} req/s | ${other.version} req/s | ${other.version} ÷ ${r.machine.node} | Spate ÷ fastify-raw on ${r.machine.node} | on ${other.version} |`,
+    '|---|---|---:|---:|---:|---:|---:|'];
+  const rpsOf = (runs: Run<WrkResult[]>[], name: string) => median(runs.map((run) => run.results.find((x) => x.name === name)?.rps ?? NaN));
+  for (const o of other.scenarios) {
+    const here = r.scenarios.find((x) => x.scenario === o.scenario);
+    if (!here) continue;
+    for (const name of [SPATE_TOKEN, SPATE_KEY, 'fastify-raw']) {
+      const a = rpsOf(here.runs, name);
+      const b = rpsOf(o.runs, name);
+      const vs = (runs: Run<WrkResult[]>[]) => (name === 'fastify-raw' ? NaN : rpsOf(runs, name) / rpsOf(runs, 'fastify-raw'));
+      lines.push(`| ${o.scenario} | ${name} | ${fmt(a)} | ${fmt(b)} | ${fmt(b / a, 2)} | ${fmt(vs(here.runs), 2)} | ${fmt(vs(o.runs), 2)} |`);
+    }
+  }
   return lines.join('\n');
 }
 
@@ -201,9 +241,11 @@ export function writeReport(r: BenchResults, mdPath: string, svgPath: string, sv
     '',
     '<!-- Generated by `npm run bench` (bench/run.ts), except the analysis section, which is kept across runs. -->',
     '',
-    `Latest run: ${r.date}. Spate in production mode (authentication with an API key, logging at info, metrics,`,
-    'validation, rate limits, security headers) against the peers a user would otherwise pick, one after the other on',
-    'the same machine and database. Compare ratios, not absolute numbers: see [Method](#method).',
+    `Latest run: ${r.date}. Spate in production mode (authentication, logging at info, metrics, validation, rate`,
+    'limits, security headers) against the peers a user would otherwise pick, one after the other on the same machine',
+    'and database. `spate` is the access-token path (`Authorization: Bearer` from `/auth/token`, what browser and',
+    'mobile clients send) and every "Spate ÷ subject" ratio is taken from it; `spate, X-API-Key` is the API-key path.',
+    'Compare ratios, not absolute numbers: see [Method](#method) and "What else was running".',
     '',
     '## Targets',
     '',
@@ -217,7 +259,12 @@ export function writeReport(r: BenchResults, mdPath: string, svgPath: string, sv
   for (const s of r.scenarios) {
     sections.push(`### ${s.scenario}: ${SCENARIO_TEXT[s.scenario]}`, '', scenarioTable(s), '');
   }
-  if (r.workers) sections.push('### get_by_id with WORKERS=1 and WORKERS=2 (src/cluster.ts)', '', workersTable(r.workers), '');
+  if (r.otherNode) {
+    sections.push(`### Node ${r.machine.node} and ${r.otherNode.version}`, '',
+      `The same loads again with Spate and bare Fastify on ${r.otherNode.version} (\`--also-node\`), right after the scenarios above.`, '',
+      nodesTable(r), '');
+  }
+  if (r.workers) sections.push('### get_by_id with WORKERS=1 and WORKERS=2 (src/process/cluster.ts)', '', `Access token; ${r.workersPinning ?? 'wrk not pinned'}.`, '', workersTable(r.workers), '');
   if (r.stream) {
     sections.push('### Stream: 1,000,000 users as NDJSON', '', streamTable(r.stream.results), '');
   }

@@ -117,12 +117,18 @@ export async function startSpate(env: NodeJS.ProcessEnv, port: number, logFile: 
   };
 }
 
+/** The bench account's credentials: an API key (kept in the database) and the password to log in with. */
+export interface BenchAccount {
+  apiKey: string;
+  password: string;
+}
+
 /**
  * A fresh bench account (admin, made with `npm run create-admin`) and an API key with the users scopes, created
  * over HTTP by a logged-in session as docs/security.md describes. The key outlives this server: it is in the
  * database, and every Spate the bench starts accepts it.
  */
-export async function provisionApiKey(env: NodeJS.ProcessEnv, port: number, logFile: string, log: (m: string) => void): Promise<string> {
+export async function provisionAccount(env: NodeJS.ProcessEnv, port: number, logFile: string, log: (m: string) => void): Promise<BenchAccount> {
   const sql = postgres(env.DATABASE_URL!, { max: 1, onnotice: () => {} });
   try {
     await sql`DELETE FROM accounts WHERE lower(email) = ${BENCH_EMAIL}`;
@@ -136,10 +142,29 @@ export async function provisionApiKey(env: NodeJS.ProcessEnv, port: number, logF
   });
   const spate = await startSpate(env, port, logFile);
   try {
-    const login = await post(`${spate.baseUrl}/auth/token`, { email: BENCH_EMAIL, password });
-    const token = (login as { access_token: string }).access_token;
+    const token = await login(spate.baseUrl, password);
     const created = await post(`${spate.baseUrl}/auth/api-keys`, { name: 'bench', scopes: ['users:read', 'users:write'] }, token);
-    return (created as { key: string }).key;
+    return { apiKey: (created as { key: string }).key, password };
+  } finally {
+    await spate.stop();
+  }
+}
+
+/** `POST /auth/token` as the bench account: a fresh access token (a new session each time). */
+export async function login(baseUrl: string, password: string): Promise<string> {
+  const body = await post(`${baseUrl}/auth/token`, { email: BENCH_EMAIL, password });
+  return (body as { access_token: string }).access_token;
+}
+
+/**
+ * An access token for a load that Spate processes started by someone else (compare.mjs) will serve: logged in
+ * through a Spate of our own, just before, since tokens live `ACCESS_TOKEN_TTL` (15 minutes) and a whole run
+ * takes longer. The session is in the database, so any Spate with the same JWT_SECRET accepts the token.
+ */
+export async function freshAccessToken(env: NodeJS.ProcessEnv, port: number, logFile: string, password: string): Promise<string> {
+  const spate = await startSpate(env, port, logFile);
+  try {
+    return await login(spate.baseUrl, password);
   } finally {
     await spate.stop();
   }

@@ -1,30 +1,30 @@
 /**
- * The PostgreSQL accounts adapter against the shared AccountsRepository contract, on a real database, and the
- * background job that prunes expired refresh tokens through it (src/auth/prune.ts).
+ * The PostgreSQL accounts adapter against the shared AccountsStore contract, on a real database, and the
+ * background job that prunes expired refresh tokens through it (src/modules/auth/prune.ts).
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
-import type { AccountsRepository } from '../src/auth/accounts-repository.ts';
-import { createPostgresAccountsRepository } from '../src/auth/postgres/accounts.ts';
-import { startPruning } from '../src/auth/prune.ts';
-import { createDb } from '../src/storage/postgres/db.ts';
-import { migrate } from '../src/storage/postgres/migrate.ts';
+import type { AccountsStore } from '../src/db/accounts-store.ts';
+import { createPostgresAccountsStore } from '../src/db/postgres/accounts.ts';
+import { startPruning } from '../src/modules/auth/prune.ts';
+import { createDb } from '../src/db/postgres/db.ts';
+import { migrate } from '../src/db/postgres/migrate.ts';
 import { accountsContract } from './auth-accounts.contract.ts';
 import { createTestDatabase, type TestDatabase } from './support/postgres.ts';
 
 let db: TestDatabase;
-let repo: AccountsRepository;
+let repo: AccountsStore;
 
-const openRepo = () => createPostgresAccountsRepository(createDb({ url: db.url, max: 4, acquireTimeoutMs: 2000, statementTimeoutMs: 10_000 }));
+const openRepo = () => createPostgresAccountsStore(createDb({ url: db.url, max: 4, acquireTimeoutMs: 2000, statementTimeoutMs: 10_000 }));
 
 before(async () => {
   db = await createTestDatabase();
   const pool = createDb({ url: db.url, max: 4, acquireTimeoutMs: 2000, statementTimeoutMs: 10_000 });
   await migrate(pool.sql);
-  repo = createPostgresAccountsRepository(pool);
+  repo = createPostgresAccountsStore(pool);
 });
 after(async () => {
   await repo?.close();

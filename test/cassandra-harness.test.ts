@@ -1,5 +1,5 @@
 /**
- * Tests the real-Cassandra harness (test/support/cassandra.ts): a single node serves CQL end to
+ * Tests the real-Cassandra harness (tools/cassandra-harness/): a single node serves CQL end to
  * end, and a three-node cluster behaves like one when nodes die. QUORUM holds with one node down,
  * fails with two down, and recovers after a restart.
  *
@@ -17,8 +17,8 @@ import {
   startCassandraNode,
   waitForCql,
   waitForRing,
-} from './support/cassandra.ts';
-import type { CassandraNode } from './support/cassandra.ts';
+} from '../tools/cassandra-harness/index.ts';
+import type { CassandraNode } from '../tools/cassandra-harness/index.ts';
 
 const skip =
   findJava() === null && process.env.CI !== 'true'

@@ -1,21 +1,20 @@
 /**
  * The fast paths of the database layer, which must change nothing but speed: request coalescing
- * (src/lib/coalesce.ts) on its own and as the PostgreSQL users adapter uses it (concurrent reads by id and
+ * (src/platform/lib/coalesce.ts) on its own and as the PostgreSQL users adapter uses it (concurrent reads by id and
  * concurrent creates share statements, results reach the right callers, a row the database refuses fails only
- * the request that sent it), and the timestamptz reader (src/lib/pg-timestamp.ts), which must agree with
+ * the request that sent it), and the timestamptz reader (src/platform/lib/pg-timestamp.ts), which must agree with
  * `new Date(text)` on every input.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import postgres from 'postgres';
-import { isAppError } from '../src/errors.ts';
-import { coalesce, singleFlight } from '../src/lib/coalesce.ts';
-import { isoString, parseTimestamptz } from '../src/lib/pg-timestamp.ts';
-import { createDb } from '../src/storage/postgres/db.ts';
-import { createHealth } from '../src/storage/postgres/health.ts';
-import { migrate } from '../src/storage/postgres/migrate.ts';
-import { createPostgresUsersRepository } from '../src/storage/postgres/users.ts';
-import type { UsersRepository } from '../src/storage/repository.ts';
+import { isAppError } from '../src/platform/errors.ts';
+import { coalesce, singleFlight } from '../src/platform/lib/coalesce.ts';
+import { isoString, parseTimestamptz } from '../src/platform/lib/pg-timestamp.ts';
+import { createDb, type Db } from '../src/db/postgres/db.ts';
+import { migrate } from '../src/db/postgres/migrate.ts';
+import { createPostgresUsersStore } from '../src/db/postgres/users.ts';
+import type { UsersStore } from '../src/db/users-store.ts';
 import { createTestDatabase, type TestDatabase } from './support/postgres.ts';
 
 describe('coalesce', () => {
@@ -204,19 +203,20 @@ describe('parseTimestamptz', () => {
 
 describe('coalescing in the PostgreSQL users adapter', () => {
   let db: TestDatabase;
-  let repo: UsersRepository;
+  let repo: UsersStore;
+  let pool: Db;
   let sql: postgres.Sql;
   let statements = 0;
 
   before(async () => {
     db = await createTestDatabase();
-    const pool = createDb({ url: db.url, max: 4, acquireTimeoutMs: 2000, statementTimeoutMs: 10_000, onQuery: () => void statements++ });
+    pool = createDb({ url: db.url, max: 4, acquireTimeoutMs: 2000, statementTimeoutMs: 10_000, onQuery: () => void statements++ });
     await migrate(pool.sql);
-    repo = createPostgresUsersRepository(pool, createHealth(db.url));
+    repo = createPostgresUsersStore(pool, { idempotencyTtlS: 86_400 });
     sql = postgres(db.url, { max: 1, onnotice: () => {} });
   });
   after(async () => {
-    await repo?.close();
+    await pool?.close();
     await sql?.end();
     await db?.destroy();
   });
@@ -269,7 +269,7 @@ describe('coalescing in the PostgreSQL users adapter', () => {
     const rejected = results.flatMap((r, i) => (r.status === 'rejected' ? [i] : []));
     assert.deepEqual(rejected, [7]);
     const reason = (results[7] as PromiseRejectedResult).reason;
-    assert.ok(isAppError(reason) && reason.statusCode === 400, String(reason));
+    assert.ok(isAppError(reason) && reason.kind === 'bad_input', String(reason));
     const ids = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value.id] : []));
     const [row] = await sql<{ n: number }[]>`SELECT count(*)::int AS n FROM users WHERE id = ANY(${ids}::uuid[])`;
     assert.equal(row?.n, 29);

@@ -81,7 +81,7 @@ describe('X-Request-Timeout', () => {
       method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'After', email: 'after@example.com', age: 1 }),
     });
     assert.equal(created.status, 201);
-    assert.deepEqual(app.repository.poolStats(), { active: 0, idle: 1, waiting: 0, max: 1 });
+    assert.deepEqual(app.backend.probes.pools().users, { active: 0, idle: 1, waiting: 0, max: 1 });
   });
 
   test('a malformed value is 400', async () => {
@@ -91,6 +91,30 @@ describe('X-Request-Timeout', () => {
       assert.equal(res.statusCode, 400, `X-Request-Timeout: ${JSON.stringify(value)}`);
       assert.equal(typeof res.json().detail, 'string');
     }
+  });
+});
+
+describe('X-Request-Timeout above 3600 s (README: at most 3600, anything else is 400)', () => {
+  test('3600 is accepted; more is 400 in the contract\'s shape, and a write carrying it changes nothing', async () => {
+    const app = await appWith();
+    for (const value of ['3600', '3600.0', ' 30 ']) {
+      const res = await app.inject({ url: '/users', headers: { 'x-request-timeout': value } });
+      assert.equal(res.statusCode, 200, `X-Request-Timeout: ${value}`);
+    }
+    const count = async () => Number((await sql`SELECT count(*)::int AS n FROM users`)[0]!.n);
+    const before = await count();
+    for (const value of ['3600.001', '3601', '86400', '99999999999999999999999', '1e9']) {
+      for (const req of [
+        { method: 'GET' as const, url: '/slow_query' },
+        { method: 'POST' as const, url: '/users', payload: { name: 'Never', email: 'never@example.com', age: 1 } },
+      ]) {
+        const res = await app.inject({ ...req, headers: { 'x-request-timeout': value } });
+        assert.equal(res.statusCode, 400, `${req.method} ${req.url} with X-Request-Timeout: ${value}`);
+        assert.deepEqual(Object.keys(res.json()), ['detail']);
+        assert.match(res.json().detail, /X-Request-Timeout/);
+      }
+    }
+    assert.equal(await count(), before, 'nothing was written');
   });
 });
 
@@ -115,7 +139,7 @@ describe('a busy pool (POOL_MAX=2, POOL_ACQUIRE_TIMEOUT_MS=300)', () => {
   /** Two slow queries holding both connections until their 1.5 s deadline. */
   async function holdPool() {
     const holds = [1, 2].map(() => app.inject({ url: '/slow_query', headers: { 'x-request-timeout': '1.5' } }));
-    for (let i = 0; app.repository.poolStats().active < 2; i++) {
+    for (let i = 0; app.backend.probes.pools().users.active < 2; i++) {
       assert.ok(i < 100, 'the holds never took the pool');
       await sleep(10);
     }
@@ -145,7 +169,7 @@ describe('a busy pool (POOL_MAX=2, POOL_ACQUIRE_TIMEOUT_MS=300)', () => {
     // 504 rather than 503 shows the request deadline bounded the wait, not the acquire deadline.
     assert.ok(ms >= 90 && ms < 600, `answered after ${ms} ms`);
     await release();
-    assert.deepEqual(app.repository.poolStats(), { active: 0, idle: 2, waiting: 0, max: 2 });
+    assert.deepEqual(app.backend.probes.pools().users, { active: 0, idle: 2, waiting: 0, max: 2 });
   });
 });
 

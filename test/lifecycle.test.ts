@@ -1,7 +1,7 @@
 /**
  * The real server process (`npm start`): first start on a fresh data directory with the embedded database,
- * restart on the same data, graceful shutdown by SIGTERM and by POST /shutdown with requests in flight, and the
- * drain as a client sees it.
+ * restart on the same data, graceful shutdown by SIGTERM and by POST /shutdown with requests and streams in
+ * flight, SHUTDOWN_TIMEOUT forcing exit code 1, and the drain as a client sees it.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -98,6 +98,60 @@ describe('graceful shutdown', () => {
     assert.equal(await exit, 0, server.output());
   });
 
+  test('SHUTDOWN_TIMEOUT=1 with a request that cannot finish: forced out after about 1 s with exit code 1', async () => {
+    const server = await startServer({ DATABASE_URL: db.url, SHUTDOWN_TIMEOUT: '1' });
+    const user = (await (await fetch(`${server.baseUrl}/users`, json(userBody()))).json()) as { id: string };
+    const unlock = await lockRow(user.id);
+    try {
+      const stuck = fetch(`${server.baseUrl}/users/${user.id}`, { ...json({ age: 5 }), method: 'PATCH' }).then((r) => r.status, () => 'no answer');
+      await waitFor(async () => Number((await sql`SELECT count(*)::int AS n FROM pg_stat_activity
+        WHERE application_name = 'spate' AND wait_event_type = 'Lock'`)[0]!.n) >= 1);
+      const t0 = performance.now();
+      const code = await server.stop('SIGTERM');
+      const ms = performance.now() - t0;
+      assert.equal(code, 1, server.output());
+      assert.ok(ms >= 900 && ms < 3000, `exited ${ms.toFixed(0)} ms after SIGTERM`);
+      assert.match(server.output(), /shutdown did not finish within SHUTDOWN_TIMEOUT; forcing exit/);
+      assert.doesNotMatch(server.output(), /"msg":"stopped"/);
+      assert.equal(await stuck, 'no answer', 'the request was cut off, not answered');
+    } finally {
+      await unlock();
+    }
+  });
+
+  test('SIGTERM while a stream is being read: the stream completes, new requests get 503 meanwhile, then exit 0', async () => {
+    const server = await startServer({ DATABASE_URL: db.url, SHUTDOWN_TIMEOUT: '30' }); // it creates the table
+    await sql`INSERT INTO users SELECT gen_random_uuid(), 'Drain ' || i, 'drain' || i || '@example.com', i % 151, now(), now()
+      FROM generate_series(1, 30000) AS i`;
+    const total = Number((await sql`SELECT count(*)::int AS n FROM users`)[0]!.n);
+    let exited = false;
+    server.child.once('exit', () => (exited = true));
+    const res = await fetch(`${server.baseUrl}/users/stream?format=ndjson&limit=${total}&fetch_size=100`);
+    assert.equal(res.status, 200);
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = decoder.decode((await reader.read()).value, { stream: true });
+    // The client stops reading; the server fills the socket and waits on it: the stream is in flight.
+    await new Promise((r) => setTimeout(r, 300));
+    const exit = server.stop('SIGTERM');
+    await waitFor(async () => /"msg":"shutting down"/.test(server.output()));
+    const late = await fetch(`${server.baseUrl}/users?limit=1`);
+    assert.equal(late.status, 503, 'a new request during the drain');
+    assert.equal(exited, false, 'the process waits for the stream');
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+    text += decoder.decode();
+    const lines = text.split('\n').filter(Boolean);
+    assert.equal(lines.length, total, 'every row arrived');
+    assert.ok(lines.every((l) => typeof (JSON.parse(l) as { id?: unknown }).id === 'string'));
+    assert.equal(new Set(lines.map((l) => (JSON.parse(l) as { id: string }).id)).size, total);
+    assert.equal(await exit, 0, server.output());
+    assert.match(server.output(), /"msg":"stopped"/);
+  });
+
   test('POST /shutdown from loopback answers 200, drains and exits 0', async () => {
     const server = await startServer({ DATABASE_URL: db.url });
     const res = await fetch(`${server.baseUrl}/shutdown`, { method: 'POST' });
@@ -113,7 +167,7 @@ describe('graceful shutdown', () => {
     const user = (await app.inject({ method: 'POST', url: '/users', payload: userBody() })).json();
     const unlock = await lockRow(user.id);
     const inflight = fetch(`${base}/users/${user.id}`, { ...json({ age: 77 }), method: 'PATCH' });
-    await waitFor(async () => app.repository.poolStats().active >= 1);
+    await waitFor(async () => app.backend.probes.pools().users.active >= 1);
     let drained = false;
     const draining = app.drain().then(() => (drained = true));
     for (const path of ['/users', '/health/ready']) {

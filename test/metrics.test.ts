@@ -4,21 +4,33 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
+import postgres from 'postgres';
 import { startApp, userBody } from './support/app.ts';
 import { createTestDatabase, type TestDatabase } from './support/postgres.ts';
 
 let db: TestDatabase;
 let app: FastifyInstance;
+let sql: postgres.Sql;
 
 before(async () => {
   db = await createTestDatabase();
   app = await startApp(db.url);
+  sql = postgres(db.url, { max: 1, onnotice: () => {} });
 });
 after(async () => {
   await app?.close();
+  await sql?.end();
   await db?.destroy();
 });
+
+/** Statements of the app that the database server is running right now (its own view, not the app's). */
+async function runningOnServer(): Promise<number> {
+  const [row] = await sql`SELECT count(*)::int AS n FROM pg_stat_activity
+    WHERE application_name = 'spate' AND state = 'active' AND pid <> pg_backend_pid()`;
+  return row!.n as number;
+}
 
 interface MetricsBody {
   total_requests: number;
@@ -72,9 +84,13 @@ describe('GET /metrics (JSON)', () => {
     assert.deepEqual(Object.keys(m.database.errors_by_kind).sort(), ['bad_input', 'other', 'timeout', 'unavailable']);
     const pool = m.database_connections;
     assert.equal(pool.max, 10, 'the default pool size');
-    assert.equal(pool.total, pool.active + pool.idle);
+    assert.equal(pool.total, 10, 'total is the pool size');
     assert.equal(pool.active, 0, 'nothing else is running');
+    assert.equal(pool.idle, 10);
     assert.equal(pool.waiting, 0);
+    const pools = (m as unknown as { database_pools: Record<string, { max: number }> }).database_pools;
+    assert.deepEqual(Object.keys(pools).sort(), ['accounts', 'jobs', 'jobsWorker', 'users'], 'every pool the backend opened');
+    assert.deepEqual([pools.users!.max, pools.accounts!.max, pools.jobs!.max], [10, 4, 4]);
     assert.equal(m.in_flight, 1, 'the request asking is the only one in flight');
     assert.equal(m.backend, 'postgres');
     assert.match(m.timestamp, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
@@ -102,6 +118,32 @@ describe('GET /metrics (JSON)', () => {
     assert.ok(q.p99_response_time_ms <= q.max_response_time_ms);
     assert.ok(after.database.avg_query_time_ms > 0);
     assert.ok(after.uptime_seconds >= before.uptime_seconds);
+  });
+
+  test('pool figures are live: active is what the database server is running for the app', async () => {
+    const timeoutsBefore = (await metricsJson()).database.errors_by_kind.timeout;
+    const slow = Array.from({ length: 3 }, () => app.inject({ url: '/slow_query', headers: { 'x-request-timeout': '1.5' } }));
+    try {
+      let running = await runningOnServer();
+      for (let i = 0; i < 100 && running < 3; i++) {
+        await sleep(20);
+        running = await runningOnServer();
+      }
+      assert.equal(running, 3, 'the three sleeps are on the server');
+      const pool = (await metricsJson()).database_connections;
+      // idle and total count the pool's slots: postgres.js opens connections as they are needed.
+      assert.deepEqual(pool, { active: 3, idle: 7, total: 10, waiting: 0, max: 10 });
+    } finally {
+      assert.deepEqual((await Promise.all(slow)).map((r) => r.statusCode), [504, 504, 504]);
+    }
+    // The cancelled statements settle a moment after the 504s; the next test counts errors from a quiet start.
+    let m = await metricsJson();
+    for (let i = 0; i < 100 && (m.database.errors_by_kind.timeout < timeoutsBefore + 3 || m.database_connections.active > 0); i++) {
+      await sleep(20);
+      m = await metricsJson();
+    }
+    assert.equal(m.database.errors_by_kind.timeout, timeoutsBefore + 3);
+    assert.equal(m.database_connections.active, 0);
   });
 
   test('database errors are counted by kind', async () => {
@@ -170,10 +212,12 @@ describe('Prometheus exposition', () => {
     assert.ok(sample(text, 'http_request_duration_seconds_count', '{method="GET",route="/users/:id",status="200"}')! >= 1);
     assert.ok(sample(text, 'http_request_duration_seconds_count', '{method="GET",route="unmatched",status="404"}')! >= 1);
     assert.ok(!text.includes(user.id), 'raw URLs never become labels');
-    assert.equal(sample(text, 'db_pool_max_connections'), 10);
-    assert.equal(sample(text, 'db_pool_active_connections'), 0);
-    assert.equal(sample(text, 'db_pool_idle_connections'), 10);
-    assert.equal(sample(text, 'db_pool_waiting_requests'), 0);
+    assert.equal(sample(text, 'db_pool_max_connections', '{pool="users"}'), 10);
+    assert.equal(sample(text, 'db_pool_active_connections', '{pool="users"}'), 0);
+    assert.equal(sample(text, 'db_pool_idle_connections', '{pool="users"}'), 10);
+    assert.equal(sample(text, 'db_pool_waiting_requests', '{pool="users"}'), 0);
+    // Every pool the backend opened is reported: the accounts store's own pool too (AUTH_POOL_MAX, default 4).
+    assert.equal(sample(text, 'db_pool_max_connections', '{pool="accounts"}'), 4);
     assert.equal(sample(text, 'http_requests_in_flight'), 1);
     assert.ok(sample(text, 'db_query_duration_seconds_count', '{outcome="success"}')! >= 2);
     assert.equal(typeof sample(text, 'db_errors_total', '{kind="unavailable"}'), 'number');
@@ -244,7 +288,7 @@ describe('GET /performance/{async,sync}', () => {
     const res = await app.inject('/performance/async?requests=1000');
     assert.equal(res.statusCode, 200, res.body);
     assert.equal(res.json().successful_requests, 1000);
-    assert.equal(app.repository.poolStats().waiting, 0);
+    assert.equal(app.backend.probes.pools().users.waiting, 0);
   });
 
   for (const bad of ['0', '1001', 'abc', '1.5']) {

@@ -1,5 +1,5 @@
 /**
- * The Cassandra backend against a real Cassandra 2.1 node started for this file (test/support/cassandra.ts): first
+ * The Cassandra backend against a real Cassandra 2.1 node started for this file (tools/cassandra-harness/): first
  * what is particular to this adapter (the replica check, the error mapping, page-by-page fetching, cursor
  * integrity, the keyspace, starting while Cassandra is down, the operations endpoints), then the shared storage
  * contract (test/storage.contract.ts), which stops and restarts the node last. Without Java everything here is
@@ -10,15 +10,16 @@ import { createHash } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, errors as driverErrors, types } from 'cassandra-driver';
-import type { AppError } from '../src/errors.ts';
-import { satisfies, type Level } from '../src/storage/cassandra/availability.ts';
-import { toAppError } from '../src/storage/cassandra/errors.ts';
-import { openCassandra } from '../src/storage/cassandra/index.ts';
-import { CURSOR_TAG, encodeCursor } from '../src/storage/cursor.ts';
-import type { UsersRepository } from '../src/storage/repository.ts';
+import { httpOf } from '../src/platform/http/status.ts';
+import type { AppError } from '../src/platform/errors.ts';
+import { satisfies, type Level } from '../src/db/cassandra/availability.ts';
+import { toAppError } from '../src/db/cassandra/errors.ts';
+import { openCassandra } from '../src/db/cassandra/index.ts';
+import { CURSOR_TAG, encodeCursor } from '../src/db/cursor.ts';
+import type { UsersStore } from '../src/db/users-store.ts';
 import { storageContract } from './storage.contract.ts';
 import { exitWhenDone, skipReason, startBackend, type TestBackend } from './support/backends.ts';
-import { LOCAL_DATA_CENTER, findFreePorts } from './support/cassandra.ts';
+import { LOCAL_DATA_CENTER, findFreePorts } from '../tools/cassandra-harness/index.ts';
 
 exitWhenDone();
 
@@ -77,9 +78,10 @@ describe('error mapping (errors.ts)', () => {
   for (const [label, err, status] of cases) {
     test(`${label} -> ${status}`, () => {
       const mapped = toAppError(err);
-      assert.equal(mapped.statusCode, status);
+      const http = httpOf(mapped);
+      assert.equal(http.status, status);
       assert.equal(mapped.cause, err, 'the original is kept for the log');
-      if (status === 503) assert.equal(mapped.headers['retry-after'], '1');
+      if (status === 503) assert.equal(http.headers['retry-after'], '1');
       assert.doesNotMatch(String(mapped.detail), /x|boom|ECONN/);
     });
   }
@@ -87,16 +89,19 @@ describe('error mapping (errors.ts)', () => {
 
 describe('cassandra adapter on a real node', { skip }, () => {
   let b: TestBackend;
-  let repo: UsersRepository;
+  let repo: UsersStore;
+  let close: (() => Promise<void>) | undefined;
   let calls = 0;
 
   before(async () => {
     b = await backend();
-    repo = await b.openRepository({ onQuery: () => { calls++; } });
+    const opened = await b.openBackend({ onQuery: () => { calls++; } });
+    repo = opened.users;
+    close = () => opened.close();
     await repo.createMany(Array.from({ length: 45 }, (_, i) => user(i)));
   });
   after(async () => {
-    await repo?.close();
+    await close?.();
   });
 
   test('a stream fetches one page per pull, never ahead, and nothing after the consumer stops', async () => {
@@ -139,7 +144,7 @@ describe('cassandra adapter on a real node', { skip }, () => {
     });
     try {
       assert.equal(await b.countUsers(), before);
-      assert.equal((await other.list({ limit: 10_000 })).items.length, before);
+      assert.equal((await other.users.list({ limit: 10_000 })).items.length, before);
     } finally {
       await other.close();
     }
@@ -166,10 +171,10 @@ describe('cassandra adapter on a real node', { skip }, () => {
     const down = await openCassandra({ hosts: ['127.0.0.1'], port: port!, keyspace: 'nowhere', localDc: LOCAL_DATA_CENTER, protocolVersion: 3, log: quiet });
     try {
       assert.ok(performance.now() - t0 < 5000);
-      await assert.rejects(down.ping(), (e: AppError) => e.statusCode === 503 || e.statusCode === 504);
-      assert.equal(await down.schemaReady().catch(() => false), false);
-      await assert.rejects(down.get('0190a3c4-0000-7000-8000-00000000abcd'), (e: AppError) => e.statusCode === 503);
-      assert.equal(down.poolStats().active, 0, 'pool figures work before the first connection');
+      await assert.rejects(down.probes.ping(), (e: AppError) => e.kind === 'unavailable' || e.kind === 'timeout');
+      assert.equal(await down.probes.schemaReady().catch(() => false), false);
+      await assert.rejects(down.users.get('0190a3c4-0000-7000-8000-00000000abcd'), (e: AppError) => e.kind === 'unavailable');
+      assert.equal(down.probes.pools().users.active, 0, 'pool figures work before the first connection');
     } finally {
       await down.close();
     }

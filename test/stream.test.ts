@@ -9,8 +9,8 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import postgres from 'postgres';
-import { openPostgres } from '../src/storage/postgres/index.ts';
-import type { UsersRepository } from '../src/storage/repository.ts';
+import { openPostgres } from '../src/db/postgres/index.ts';
+import type { Backend } from '../src/db/backend.ts';
 import { startApp } from './support/app.ts';
 import { createTestDatabase, type TestDatabase } from './support/postgres.ts';
 import { startServer, type ServerProcess } from './support/server.ts';
@@ -21,7 +21,8 @@ let sql: postgres.Sql;
 
 before(async () => {
   db = await createTestDatabase();
-  app = await startApp(db.url);
+  // ROLE=api: no job workers polling in the background, so /metrics counts this file's statements alone.
+  app = await startApp(db.url, { ROLE: 'api' });
   sql = postgres(db.url, { max: 2, onnotice: () => {} });
 });
 after(async () => {
@@ -200,10 +201,21 @@ describe('GET /users/stream formats', () => {
   });
 
   test('HEAD answers with the headers and runs no query', async () => {
+    // Statements, transactions and cursors the app has run, as /metrics counts them.
+    const queries = async () => ((await app.inject('/metrics')).json() as { database: { queries: number } }).database.queries;
+    // A scrape may itself run a statement (the job queue's counts): measure that first, and count it out.
+    const first = await queries();
+    const before = await queries();
+    const perScrape = before - first;
     const res = await app.inject({ method: 'HEAD', url: '/users/stream?format=csv&limit=1000000' });
     assert.equal(res.statusCode, 200);
     assert.match(res.headers['content-type'] as string, CONTENT_TYPE.csv);
     assert.equal(res.body, '');
+    const afterHead = await queries();
+    assert.equal(afterHead, before + perScrape, 'HEAD ran nothing on the database');
+    // The count does see a stream: the same request as GET moves it.
+    assert.equal((await app.inject('/users/stream?format=csv&limit=1')).statusCode, 200);
+    assert.equal(await queries(), afterHead + perScrape + 1, 'GET ran its cursor');
   });
 
   test('CSV quotes exactly the fields that need it', async () => {
@@ -308,7 +320,7 @@ describe('validation and errors before the first byte', () => {
       assert.deepEqual(res.json(), { detail: 'Gateway Timeout' });
       assert.ok(performance.now() - started < 1500);
     });
-    await waitUntilIdle(app.repository);
+    await waitUntilIdle(app.backend);
   });
 
   test('documented in /openapi.json with the streaming tag, three content types and the error responses', async () => {
@@ -332,12 +344,13 @@ async function busySpateConnections(): Promise<number> {
 }
 
 /** Resolves with the milliseconds it took for the pool and the server to go idle; fails after `ms`. */
-async function waitUntilIdle(repo: UsersRepository, ms = 1000): Promise<number> {
+async function waitUntilIdle(backend: Backend, ms = 1000): Promise<number> {
   const started = performance.now();
   for (;;) {
     const busy = await busySpateConnections();
-    if (repo.poolStats().active === 0 && busy === 0) return performance.now() - started;
-    assert.ok(performance.now() - started < ms, `still busy after ${ms} ms: pool ${JSON.stringify(repo.poolStats())}, ${busy} non-idle`);
+    const pool = backend.probes.pools().users;
+    if (pool.active === 0 && busy === 0) return performance.now() - started;
+    assert.ok(performance.now() - started < ms, `still busy after ${ms} ms: pool ${JSON.stringify(pool)}, ${busy} non-idle`);
     await sleep(20);
   }
 }
@@ -411,21 +424,23 @@ const rowsIn = (text: string) => text.split('"id":').length - 1;
 
 describe('backpressure, disconnects and deadlines mid-stream (in-process, raw sockets)', () => {
   let probe: FastifyInstance;
-  let repo: UsersRepository;
+  let backend: Backend;
   let pulled = 0;
   let port: number;
 
   before(async () => {
     // The real repository, counting the pages the route pulls from it; one connection so leaks cannot hide.
-    const real = await openPostgres({ url: db.url, max: 1, acquireTimeoutMs: 300, statementTimeoutMs: 30_000, log: { info() {}, warn() {} } });
-    repo = { ...real, stream: (opts) => counted(real.stream(opts)) };
-    probe = await startApp(db.url, {}, { repository: repo });
+    const real = await openPostgres({
+      url: db.url, max: 1, accountsPoolMax: 1, acquireTimeoutMs: 300, statementTimeoutMs: 30_000, log: { info() {}, warn() {} },
+    });
+    backend = { ...real, users: { ...real.users, stream: (opts) => counted(real.users.stream(opts)) } };
+    probe = await startApp(db.url, {}, { backend });
     await probe.listen({ port: 0, host: '127.0.0.1' });
     port = (probe.server.address() as net.AddressInfo).port;
   });
   after(async () => {
     await probe?.close();
-    await repo?.close();
+    await backend?.close();
   });
 
   async function* counted(pages: AsyncIterable<unknown[]>) {
@@ -450,11 +465,11 @@ describe('backpressure, disconnects and deadlines mid-stream (in-process, raw so
     await sleep(500);
     assert.equal(pulled, stalledAt, 'no page is read while the client is not reading');
     assert.ok(stalledAt < BIG / 100 / 2, `only socket buffers' worth of pages read (${stalledAt} of ${BIG / 100})`);
-    assert.equal(repo.poolStats().active, 1, 'the cursor holds its connection meanwhile');
+    assert.equal(backend.probes.pools().users.active, 1, 'the cursor holds its connection meanwhile');
     assert.equal(await busySpateConnections(), 1);
 
     client.socket.destroy();
-    const ms = await waitUntilIdle(repo);
+    const ms = await waitUntilIdle(backend);
     console.log(`disconnect: ${stalledAt} pages read before the stall; cursor closed ${ms.toFixed(0)} ms after the client left`);
   });
 
@@ -462,7 +477,7 @@ describe('backpressure, disconnects and deadlines mid-stream (in-process, raw so
     const client = rawGet(t, port, `/users/stream?format=json&limit=${BIG}&fetch_size=100`);
     await client.waitFor((text) => rowsIn(text) >= 10);
     client.socket.destroy();
-    await waitUntilIdle(repo);
+    await waitUntilIdle(backend);
     // The single connection is free again: the next stream gets it at once.
     const res = await probe.inject('/users/stream?limit=10&format=ndjson');
     assert.equal(fromNdjson(res.body).length, 10);
@@ -473,9 +488,9 @@ describe('backpressure, disconnects and deadlines mid-stream (in-process, raw so
     const client = rawGet(t, port, `/users/stream?format=ndjson&limit=${BIG}`, { 'x-request-timeout': '1' });
     await client.waitFor((text) => rowsIn(text) >= 10);
     client.socket.pause();
-    assert.equal(repo.poolStats().active, 1, 'streaming, stalled by the client');
+    assert.equal(backend.probes.pools().users.active, 1, 'streaming, stalled by the client');
     // Nothing is read from the cursor while the client stalls, yet the deadline closes it.
-    await waitUntilIdle(repo, 2000);
+    await waitUntilIdle(backend, 2000);
     const closedAfter = performance.now() - started;
     assert.ok(closedAfter >= 900 && closedAfter < 2000, `cursor closed ${closedAfter.toFixed(0)} ms after the request`);
     client.socket.resume();
@@ -490,7 +505,7 @@ describe('backpressure, disconnects and deadlines mid-stream (in-process, raw so
     assert.equal(res.status, 200);
     await assert.rejects(res.text(), 'reading the body fails instead of returning a valid-looking prefix');
     assert.ok(performance.now() - started < 2000);
-    await waitUntilIdle(repo);
+    await waitUntilIdle(backend);
   });
 
   test('no connection free within the acquire deadline: 503 with Retry-After before the first byte', async () => {
@@ -510,6 +525,6 @@ describe('backpressure, disconnects and deadlines mid-stream (in-process, raw so
     });
     const held = await holder!;
     assert.equal(held.json().users.length, 5, 'the holder completes once the lock is gone');
-    await waitUntilIdle(repo);
+    await waitUntilIdle(backend);
   });
 });

@@ -13,13 +13,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { ensureAccount } from '../auth/service.ts';
-import { createPostgresAccountsRepository } from '../auth/postgres/accounts.ts';
-import { ROLES, type Role } from '../auth/scopes.ts';
-import { ConfigError, loadConfig, type Config } from '../config.ts';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../storage/postgres/embedded.ts';
-import { createDb } from '../storage/postgres/db.ts';
-import { migrate } from '../storage/postgres/migrate.ts';
+import { ensureAccount } from '../modules/auth/service.ts';
+import { ROLES, type Role } from '../modules/auth/scopes.ts';
+import { ConfigError, loadConfig, type Config } from '../platform/config.ts';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../db/embedded-postgres.ts';
+import { openBackend } from '../db/backend.ts';
 
 function fail(message: string): never {
   console.error(`create-admin: ${message}`);
@@ -81,19 +79,21 @@ async function main(): Promise<void> {
   if (password.length < 8 || password.length > 1024) fail('the password must be 8 to 1024 characters');
 
   let embedded: EmbeddedPostgres | undefined;
-  let url = config.databaseUrl ?? runningEmbeddedUrl(config.dataDir);
-  if (!url) {
-    if (config.cassandra) fail('accounts live in PostgreSQL; the Cassandra backend has no accounts store yet');
-    embedded = await startEmbeddedPostgres(config.dataDir, () => {});
-    url = embedded.url;
+  if (!config.cassandra && !config.databaseUrl) {
+    let url = runningEmbeddedUrl(config.dataDir);
+    if (!url) {
+      embedded = await startEmbeddedPostgres(config.dataDir, () => {});
+      url = embedded.url;
+    }
+    config = { ...config, databaseUrl: url };
   }
-  const db = createDb({ url, max: 1, acquireTimeoutMs: 5000, statementTimeoutMs: 30_000 });
+  // The backend the service itself opens (schema or migrations included), so the account lands where it reads.
+  const backend = await openBackend(config, { log: { info: () => {}, warn: (_o, msg) => console.error(msg) } });
   try {
-    await migrate(db.sql);
-    const outcome = await ensureAccount(createPostgresAccountsRepository(db), { email, password, role });
+    const outcome = await ensureAccount(backend.accounts, { email, password, role });
     console.log(outcome === 'created' ? `created ${role} account ${email}` : `account ${email} exists; left unchanged`);
   } finally {
-    await db.close();
+    await backend.close();
     await embedded?.stop();
   }
 }

@@ -2,10 +2,9 @@
  * `npm run migrate`: applies pending schema migrations and exits, for deploys that migrate as a separate step.
  * With DATABASE_URL unset it migrates the embedded database under DATA_DIR.
  */
-import postgres from 'postgres';
-import { ConfigError, loadConfig } from '../config.ts';
-import { startEmbeddedPostgres } from '../storage/postgres/embedded.ts';
-import { migrate } from '../storage/postgres/migrate.ts';
+import { migrateDatabase } from '../db/backend.ts';
+import { startEmbeddedPostgres } from '../db/embedded-postgres.ts';
+import { ConfigError, loadConfig } from '../platform/config.ts';
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -14,12 +13,10 @@ async function main(): Promise<void> {
     return;
   }
   const embedded = config.databaseUrl ? undefined : await startEmbeddedPostgres(config.dataDir, () => {});
-  const sql = postgres(config.databaseUrl ?? embedded!.url, { max: 1, onnotice: () => {} });
   try {
-    const applied = await migrate(sql);
+    const applied = await migrateDatabase({ ...config, databaseUrl: config.databaseUrl ?? embedded!.url });
     console.log(applied.length ? `applied: ${applied.join(', ')}` : 'schema is up to date');
   } finally {
-    await sql.end();
     await embedded?.stop();
   }
 }

@@ -1,9 +1,12 @@
 /**
  * Builds the real app for tests, against a real database, exactly as the server does.
  */
+import { after, before } from 'node:test';
 import type { FastifyInstance } from 'fastify';
+import postgres from 'postgres';
 import { buildApp, type BuildOptions } from '../../src/app.ts';
-import { loadConfig, type Config } from '../../src/config.ts';
+import { loadConfig, type Config } from '../../src/platform/config.ts';
+import { createTestDatabase, type TestDatabase } from './postgres.ts';
 
 /** Configuration from explicit values only, never the developer's environment or .env. */
 export function testConfig(databaseUrl: string, env: Record<string, string> = {}): Config {
@@ -26,4 +29,27 @@ let seq = 0;
 export function userBody(overrides: Record<string, unknown> = {}): Record<string, unknown> {
   seq += 1;
   return { name: `Test User ${seq}`, email: `user${seq}.${Date.now()}@example.com`, age: 30, ...overrides };
+}
+
+/** A test file's own database, the real app on it and a direct connection, opened before its tests and closed after. */
+export interface AppOnDatabase {
+  readonly db: TestDatabase;
+  readonly app: FastifyInstance;
+  /** A connection of the test's own, to check what was stored without going through the app. */
+  readonly sql: postgres.Sql;
+}
+
+export function appOnNewDatabase(env: Record<string, string> = {}): AppOnDatabase {
+  const ctx = {} as { db: TestDatabase; app: FastifyInstance; sql: postgres.Sql };
+  before(async () => {
+    ctx.db = await createTestDatabase();
+    ctx.app = await startApp(ctx.db.url, env);
+    ctx.sql = postgres(ctx.db.url, { max: 2, onnotice: () => {} });
+  });
+  after(async () => {
+    await ctx.app?.close();
+    await ctx.sql?.end();
+    await ctx.db?.destroy();
+  });
+  return ctx;
 }

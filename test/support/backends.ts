@@ -9,12 +9,14 @@ import type { FastifyInstance } from 'fastify';
 import { Client, types } from 'cassandra-driver';
 import postgres from 'postgres';
 import { buildApp, type BuildOptions } from '../../src/app.ts';
-import { loadConfig } from '../../src/config.ts';
-import { openCassandra } from '../../src/storage/cassandra/index.ts';
-import { openPostgres } from '../../src/storage/postgres/index.ts';
-import type { QueryObserver, UsersRepository } from '../../src/storage/repository.ts';
-import { LOCAL_DATA_CENTER, findJava, startCassandraNode, type CassandraNode } from './cassandra.ts';
+import { loadConfig } from '../../src/platform/config.ts';
+import { openCassandra } from '../../src/db/cassandra/index.ts';
+import { openPostgres } from '../../src/db/postgres/index.ts';
+import type { Backend } from '../../src/db/backend.ts';
+import type { QueryObserver } from '../../src/platform/probes.ts';
+import { LOCAL_DATA_CENTER, findJava, startCassandraNode, type CassandraNode } from '../../tools/cassandra-harness/index.ts';
 import { createTestDatabase } from './postgres.ts';
+import { startRedis } from './redis.ts';
 
 export type BackendName = 'postgres' | 'cassandra';
 export const BACKENDS: readonly BackendName[] = ['postgres', 'cassandra'];
@@ -49,15 +51,22 @@ export interface TestBackend {
   readonly name: BackendName;
   /** Configuration variables that point the app at this database. */
   readonly env: Record<string, string>;
-  /** A repository on this database, opened as the app opens it; the caller closes it. */
-  openRepository(opts?: { onQuery?: QueryObserver }): Promise<UsersRepository>;
+  /** The backend on this database, opened as the app opens it; the caller closes it. */
+  openBackend(opts?: { onQuery?: QueryObserver }): Promise<Backend>;
   /** The real app on this database (quiet logs), ready. */
   startApp(env?: Record<string, string>, opts?: BuildOptions): Promise<FastifyInstance>;
+  /**
+   * Runs one statement on this database directly, beside the code under test, to check what was stored or to
+   * put a row in a state no API call makes (an expired token). `{ks}` stands for the Cassandra keyspace.
+   */
+  direct(statement: string, params?: unknown[]): Promise<Record<string, unknown>[]>;
   countUsers(): Promise<number>;
   userExists(id: string): Promise<boolean>;
   allIds(): Promise<string[]>;
   /** `ids` in the order this backend's listings return them (PostgreSQL: by id; Cassandra: by token). */
   listingOrder(ids: string[]): Promise<string[]>;
+  /** Why this backend's server cannot be stopped here (a shared TEST_DATABASE_URL server), or false. */
+  readonly cannotStop: string | false;
   /** Stops the database server (the data stays), for outage tests; `startDatabase` brings it back. */
   stopDatabase(): Promise<void>;
   startDatabase(): Promise<void>;
@@ -85,13 +94,15 @@ async function startPostgresBackend(): Promise<TestBackend> {
   return {
     name: 'postgres',
     env,
-    openRepository: (o = {}) =>
-      openPostgres({ url: db.url, max: 10, acquireTimeoutMs: 2000, statementTimeoutMs: 30_000, log: quiet, onQuery: o.onQuery }),
+    openBackend: (o = {}) =>
+      openPostgres({ url: db.url, max: 10, accountsPoolMax: 2, acquireTimeoutMs: 2000, statementTimeoutMs: 30_000, log: quiet, onQuery: o.onQuery }),
     startApp: (extra = {}, opts = {}) => appOn(env, extra, opts),
+    direct: async (statement, params = []) => [...(await sql.unsafe(statement, params as never[]))],
     countUsers: async () => Number((await sql`SELECT count(*)::int AS n FROM users`)[0]!.n),
     userExists: async (id) => (await sql`SELECT 1 FROM users WHERE id = ${id}`).length > 0,
     allIds: async () => (await sql<{ id: string }[]>`SELECT id FROM users`).map((r) => r.id),
     listingOrder: async (ids) => [...ids].sort(),
+    cannotStop: db.embedded ? false : 'the server at TEST_DATABASE_URL is shared: only the embedded one may be stopped',
     stopDatabase: () => db.stopServer(),
     startDatabase: () => db.startServer(),
     async destroy() {
@@ -105,8 +116,11 @@ let keyspaceSeq = 0;
 
 async function startCassandraBackend(): Promise<TestBackend> {
   const node: CassandraNode = await startCassandraNode();
+  // The Cassandra backend's job queue is in Redis (docs/jobs.md): config.ts requires REDIS_URL beside it.
+  const redis = await startRedis();
   const keyspace = `spate_test_${process.pid}_${++keyspaceSeq}`;
   const env = {
+    REDIS_URL: redis.url,
     CASSANDRA_HOSTS: node.host,
     CASSANDRA_PORT: String(node.cqlPort),
     CASSANDRA_KEYSPACE: keyspace,
@@ -135,7 +149,7 @@ async function startCassandraBackend(): Promise<TestBackend> {
     let pageState: string | undefined;
     do {
       const rs = await c.execute(cql, params, { fetchSize: 5000, ...(pageState ? { pageState } : {}) });
-      rows.push(...rs.rows);
+      rows.push(...(rs.rows ?? []));
       pageState = rs.pageState ?? undefined;
     } while (pageState);
     return rows;
@@ -144,12 +158,16 @@ async function startCassandraBackend(): Promise<TestBackend> {
   return {
     name: 'cassandra',
     env,
-    openRepository: (o = {}) =>
+    openBackend: (o = {}) =>
       openCassandra({
         hosts: [node.host], port: node.cqlPort, keyspace, localDc: LOCAL_DATA_CENTER, protocolVersion: 3,
         log: quiet, onQuery: o.onQuery,
       }),
     startApp: (extra = {}, opts = {}) => appOn(env, extra, opts),
+    async direct(statement, params = []) {
+      const rows = await query(statement.replaceAll('{ks}', `"${keyspace}"`), params);
+      return rows.map((r) => Object.fromEntries(r.keys().map((k) => [k, r.get(k)])));
+    },
     countUsers: async () => Number((await query(`SELECT count(*) FROM ${table}`))[0]!.get(0)),
     userExists: async (id) => (await query(`SELECT id FROM ${table} WHERE id = ?`, [id])).length > 0,
     allIds: async () => (await query(`SELECT id FROM ${table}`)).map((r) => String(r.get('id'))),
@@ -162,6 +180,7 @@ async function startCassandraBackend(): Promise<TestBackend> {
         return ta < tb ? -1 : ta > tb ? 1 : 0;
       });
     },
+    cannotStop: false,
     async stopDatabase() {
       await client?.shutdown();
       client = undefined;
@@ -171,6 +190,7 @@ async function startCassandraBackend(): Promise<TestBackend> {
     async destroy() {
       await client?.shutdown();
       await node.stop();
+      await redis.stop();
     },
   };
 }

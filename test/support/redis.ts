@@ -7,7 +7,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { connect } from 'node:net';
-import { freePort } from '../../src/storage/postgres/embedded.ts';
+import { freePort } from '../../src/db/embedded-postgres.ts';
 
 export interface TestRedis {
   url: string;

@@ -1,0 +1,132 @@
+/**
+ * The upload scenario (docs/uploads.md): 1 GB (10^9 bytes) sent to a production Spate over loopback with
+ * tus-js-client streaming a file from disk, as users upload; then by a plain HTTP client in 256 MiB PATCHes
+ * (the server's share without the client library's), and the same with `Upload-Checksum: sha256` on each (the
+ * checksum extension's cost: hashing and staging before the append), back to back. Reports MB/s
+ * (10^6 bytes) against the 200 MB/s target and the server's RSS growth (VmRSS sampled every 10 ms).
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream, mkdtempSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import { Upload } from 'tus-js-client';
+import { rssOf, startSpate } from './spate.ts';
+
+export const UPLOAD_TARGET_MB_S = 200;
+
+export interface UploadResult {
+  client: string;
+  bytes: number;
+  seconds: number;
+  mbPerSecond: number;
+  growthMb: number;
+}
+
+/** `bytes` of incompressible data on disk (1 MiB of random bytes, repeated with a counter). */
+async function sourceFile(path: string, bytes: number): Promise<void> {
+  const block = Buffer.alloc(1024 * 1024);
+  for (let i = 0; i < block.length; i++) block[i] = (i * 2654435761) >>> 24;
+  let left = bytes;
+  let n = 0;
+  await pipeline(Readable.from((function* () {
+    while (left > 0) {
+      const chunk = Buffer.from(block.subarray(0, Math.min(left, block.length)));
+      chunk.writeUInt32LE(n++, 0);
+      left -= chunk.length;
+      yield chunk;
+    }
+  })()), createWriteStream(path));
+}
+
+function tusUpload(baseUrl: string, apiKey: string, file: string, bytes: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const upload = new Upload(createReadStream(file), {
+      endpoint: `${baseUrl}/uploads`, headers: { 'x-api-key': apiKey }, uploadSize: bytes, retryDelays: null,
+      // 256 MiB PATCHes: each stays well inside REQUEST_TIMEOUT_MS on a slow link, and a cut costs one chunk.
+      chunkSize: 256 * 1024 * 1024,
+      onSuccess: () => resolve(), onError: reject,
+    });
+    upload.start();
+  });
+}
+
+function call(
+  url: string, method: string, headers: Record<string, string>, body?: { file: string; start: number; end: number },
+): Promise<{ status: number; headers: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method, headers }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
+    });
+    req.on('error', reject);
+    if (body === undefined) req.end();
+    else void pipeline(createReadStream(body.file, { start: body.start, end: body.end - 1, highWaterMark: 1024 * 1024 }), req).catch(reject);
+  });
+}
+
+const CHUNK = 256 * 1024 * 1024;
+
+/** sha256 of bytes [start, end) of `file`, base64. */
+async function digestOf(file: string, start: number, end: number): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file, { start, end: end - 1, highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
+  return hash.digest('base64');
+}
+
+/** The tus requests by hand: POST, then PATCHes of CHUNK bytes, each with its sha256 when `digests` are given. */
+async function rawUpload(baseUrl: string, apiKey: string, file: string, bytes: number, digests?: string[]): Promise<void> {
+  const tus = { 'tus-resumable': '1.0.0', 'x-api-key': apiKey };
+  const made = await call(`${baseUrl}/uploads`, 'POST', { ...tus, 'upload-length': String(bytes) });
+  if (made.status !== 201) throw new Error(`POST /uploads answered ${made.status}`);
+  for (let offset = 0, i = 0; offset < bytes; offset += CHUNK, i++) {
+    const end = Math.min(bytes, offset + CHUNK);
+    const done = await call(`${baseUrl}${String(made.headers.location)}`, 'PATCH', {
+      ...tus, 'upload-offset': String(offset), 'content-type': 'application/offset+octet-stream', 'content-length': String(end - offset),
+      ...(digests ? { 'upload-checksum': `sha256 ${digests[i]}` } : {}),
+    }, { file, start: offset, end });
+    if (done.status !== 204) throw new Error(`PATCH at ${offset} answered ${done.status}`);
+  }
+}
+
+export async function measureUploads(
+  env: NodeJS.ProcessEnv,
+  apiKey: string,
+  o: { port: number; bytes: number; logFile: string; log: (m: string) => void },
+): Promise<UploadResult[]> {
+  const dir = mkdtempSync(join(tmpdir(), 'spate-bench-uploads-'));
+  const file = join(dir, 'source.bin');
+  o.log(`writing a ${o.bytes} byte source file`);
+  await sourceFile(file, o.bytes);
+  const digests: string[] = [];
+  for (let offset = 0; offset < o.bytes; offset += CHUNK) digests.push(await digestOf(file, offset, Math.min(o.bytes, offset + CHUNK)));
+  const spate = await startSpate({ ...env, UPLOADS_DIR: join(dir, 'uploads'), UPLOAD_MAX_BYTES: String(2 * o.bytes) }, o.port, o.logFile);
+  const runs: [string, () => Promise<void>][] = [
+    ['tus-js-client, 256 MiB chunks', () => tusUpload(spate.baseUrl, apiKey, file, o.bytes)],
+    ['plain HTTP client, 256 MiB PATCHes', () => rawUpload(spate.baseUrl, apiKey, file, o.bytes)],
+    ['plain HTTP client, 256 MiB PATCHes with Upload-Checksum: sha256', () => rawUpload(spate.baseUrl, apiKey, file, o.bytes, digests)],
+  ];
+  const results: UploadResult[] = [];
+  try {
+    // Warm-up: the route compiled and the page cache holding the source file.
+    await tusUpload(spate.baseUrl, apiKey, file, Math.min(o.bytes, 64 * 1024 * 1024));
+    for (const [client, run] of runs) {
+      const baseline = rssOf(spate.pid);
+      let peak = baseline;
+      const sampler = setInterval(() => { peak = Math.max(peak, rssOf(spate.pid)); }, 10);
+      const t0 = performance.now();
+      await run();
+      const seconds = (performance.now() - t0) / 1000;
+      clearInterval(sampler);
+      const result = { client, bytes: o.bytes, seconds, mbPerSecond: o.bytes / 1e6 / seconds, growthMb: (peak - baseline) / 1024 / 1024 };
+      o.log(`upload, ${client}: ${result.mbPerSecond.toFixed(0)} MB/s (target ${UPLOAD_TARGET_MB_S}), ${seconds.toFixed(2)} s, RSS +${result.growthMb.toFixed(1)} MB`);
+      results.push(result);
+    }
+    return results;
+  } finally {
+    await spate.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

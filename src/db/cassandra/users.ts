@@ -1,0 +1,291 @@
+/**
+ * The Cassandra adapter of `UsersStore`.
+ *
+ * Data model: one table, `users`, partitioned by `id` (a UUIDv7), one row per partition. Every read and write
+ * of one user touches one partition, so it goes to that user's replicas only and scales with the cluster. The
+ * price is the order of a listing: a scan visits partitions in token order (the hash of the id), not creation
+ * order, and the cursor is the driver's paging state (wrapped in our tagged cursor with a checksum).
+ *
+ * Updates: Cassandra 2.1 has no `UPDATE ... IF EXISTS`, and a plain UPDATE would create the row when it is
+ * absent. So an update reads the row, then writes with a lightweight transaction conditional on the
+ * `updated_at` it read (`IF updated_at = ?`): it applies only to the row as read, never to a deleted one, and two
+ * concurrent updates of one user are serialised by Paxos. A lost race is retried on a fresh serial read.
+ *
+ * Cassandra has no CHECK constraints: the adapter enforces the same domain as the PostgreSQL schema (lengths,
+ * the age range, no NUL characters) and refuses anything else as `badInput`, so data stays portable between the
+ * two backends and both answer the same input the same way.
+ */
+import { createHash } from 'node:crypto';
+import type { types } from 'cassandra-driver';
+import { AppError, errors } from '../../platform/errors.ts';
+import { uuidv7 } from '../../platform/lib/uuid.ts';
+import { CURSOR_TAG, decodeCursor, encodeCursor } from '../cursor.ts';
+import { invalidFields } from '../user-fields.ts';
+import { meets, type CallOptions, type IdempotencyKey, type NewUser, type User, type UserPatch, type UsersStore } from '../users-store.ts';
+import { createIdempotencyStore } from './idempotency.ts';
+import { isPagingStateRejection } from './errors.ts';
+import { USERS_COLUMNS, type Schema } from './schema.ts';
+import type { ExecOptions, Session } from './session.ts';
+
+/** Conditional-update rounds lost to concurrent updates of the same user before answering 503. */
+const CAS_ATTEMPTS = 5;
+/** Fields a patch may change, in the order their columns appear in an UPDATE. */
+const PATCH_FIELDS = ['name', 'email', 'age'] as const;
+
+export const idKey = (id: string) => Buffer.from(id.replace(/-/g, ''), 'hex');
+
+export interface CassandraUsersOptions {
+  /** Seconds an idempotency key is remembered (the claim's TTL). */
+  idempotencyTtlS: number;
+}
+
+export function createCassandraUsersStore(session: Session, schema: Schema, { idempotencyTtlS }: CassandraUsersOptions): UsersStore {
+  const table = `"${session.keyspace}".users`;
+  const COLUMNS = Object.keys(USERS_COLUMNS).join(', ');
+  const INSERT = `INSERT INTO ${table} (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)`;
+  const INSERT_IF_ABSENT = `${INSERT} IF NOT EXISTS`;
+  const SELECT_ONE = `SELECT ${COLUMNS} FROM ${table} WHERE id = ?`;
+  const SCAN = `SELECT ${COLUMNS} FROM ${table}`;
+  // IF EXISTS: creates and updates of one user are lightweight transactions, and a Paxos round that repairs an
+  // unfinished proposal re-commits it under a later ballot, which would outdate a plain (client-stamped) delete.
+  const DELETE = `DELETE FROM ${table} WHERE id = ? IF EXISTS`;
+  const DELETE_IF_VERSION = `DELETE FROM ${table} WHERE id = ? IF updated_at = ?`;
+  /** One conditional UPDATE text per set of patched fields (7 at most), prepared once each by the driver. */
+  const updates = new Map<string, string>();
+  const updateCql = (fields: readonly string[]) => {
+    const k = fields.join(',');
+    let cql = updates.get(k);
+    if (cql === undefined) {
+      cql = `UPDATE ${table} SET ${[...fields, 'updated_at'].map((f) => `${f} = ?`).join(', ')} WHERE id = ? IF updated_at = ?`;
+      updates.set(k, cql);
+    }
+    return cql;
+  };
+
+  /** Schema first: before it exists every statement would fail as "unconfigured table" (a 400, wrongly). */
+  async function ready(): Promise<void> {
+    if (schema.ready) return;
+    try {
+      await schema.ensure();
+    } catch (err) {
+      throw errors.unavailable('database not ready', err);
+    }
+  }
+
+  async function exec(cql: string, params: unknown[], o: ExecOptions): Promise<types.ResultSet> {
+    await ready();
+    return session.execute(cql, params, o);
+  }
+
+  const keys = createIdempotencyStore(session.keyspace, exec, idempotencyTtlS, session.options.requestTimeoutMs);
+
+  async function read(id: string, opts: CallOptions | undefined, consistency?: ExecOptions['consistency']) {
+    const rs = await exec(SELECT_ONE, [id], { kind: 'read', keys: [idKey(id)], idempotent: true, deadline: opts?.deadline, consistency });
+    return toUser(rs.first());
+  }
+
+  const checksum = (state: Buffer) =>
+    createHash('sha256').update(session.keyspace).update('\0').update(state).digest().subarray(0, 4);
+
+  function cursorOf(state: Buffer): string {
+    return encodeCursor(CURSOR_TAG.cassandra, Buffer.concat([state, checksum(state)]));
+  }
+
+  /** The paging state inside a cursor of ours, or `invalidCursor`. */
+  function pagingState(cursor: string): Buffer {
+    const pos = decodeCursor(CURSOR_TAG.cassandra, cursor);
+    if (pos.length < 5) throw errors.invalidCursor();
+    const state = pos.subarray(0, -4);
+    if (!checksum(state).equals(pos.subarray(-4))) throw errors.invalidCursor();
+    return state;
+  }
+
+  async function scanPage(fetchSize: number, pageState: Buffer | undefined, opts?: CallOptions) {
+    try {
+      return await exec(SCAN, [], { kind: 'read', idempotent: true, fetchSize, pageState, deadline: opts?.deadline });
+    } catch (err) {
+      // A state that passed the checksum but not the server: forged with knowledge of the checksum, or made by
+      // a server version that reads it differently (an upgrade between two requests of a walk).
+      if (pageState !== undefined && err instanceof AppError && isPagingStateRejection(err.cause)) throw errors.invalidCursor();
+      throw err;
+    }
+  }
+
+  async function insertOne(user: User, opts?: CallOptions): Promise<void> {
+    // A lightweight transaction, like updates. Write timestamps come from the Cassandra nodes, so a plain INSERT
+    // that a frozen coordinator applies late (after the driver retried it elsewhere and we acknowledged it) would
+    // be stamped newer than a later update and undo it. Through Paxos a late copy finds the row and does nothing.
+    // Not applied therefore means this very insert was applied by an earlier attempt: ids are fresh UUIDv7s.
+    await exec(INSERT_IF_ABSENT, rowOf(user), { kind: 'cas', keys: [idKey(user.id)], idempotent: true, deadline: opts?.deadline });
+  }
+
+  async function insertBatch(users: User[], opts?: CallOptions): Promise<void> {
+    await ready();
+    // One logged batch: the coordinator writes it to the batch log first, so either every row is applied
+    // (replayed if the coordinator dies) or none is. Never sent twice: a copy applied late by a frozen coordinator
+    // gets a newer (server-side) timestamp and would undo updates made since; a batch of several partitions
+    // cannot be a lightweight transaction, so a coordinator that does not answer in time gives 504 instead.
+    await session.batch(users.map((u) => ({ query: INSERT, params: rowOf(u) })), {
+      kind: 'write', keys: users.map((u) => idKey(u.id)), idempotent: false, deadline: opts?.deadline,
+    });
+  }
+
+  /** Creates under an idempotency key: claim, write, mark done (src/db/cassandra/idempotency.ts). */
+  async function writeIdempotent(users: User[], idem: IdempotencyKey, opts?: CallOptions): Promise<User[]> {
+    const claim = await keys.claim(idem, users, opts);
+    if (claim.state === 'replay') return claim.users;
+    if (claim.state === 'claimed') {
+      if (users.length === 1) await insertOne(users[0]!, opts);
+      else await insertBatch(users, opts);
+    } else {
+      // The first request died: its rows, if any were written, stay as they are (IF NOT EXISTS), so a later
+      // update of them is never undone; the missing ones are written now.
+      for (const u of claim.users) await insertOne(u, opts);
+    }
+    await keys.done(idem, opts);
+    return claim.users;
+  }
+
+  return {
+    async create(input, opts) {
+      checkInput(input);
+      const now = new Date();
+      const user: User = { id: uuidv7(now.getTime()), ...pick(input), created_at: now, updated_at: now };
+      if (opts?.idempotency) return (await writeIdempotent([user], opts.idempotency, opts))[0]!;
+      await insertOne(user, opts);
+      return user;
+    },
+
+    async createMany(inputs, opts) {
+      inputs.forEach(checkInput);
+      const now = new Date();
+      const users = inputs.map((input): User => ({ id: uuidv7(now.getTime()), ...pick(input), created_at: now, updated_at: now }));
+      if (opts?.idempotency) return writeIdempotent(users, opts.idempotency, opts);
+      await insertBatch(users, opts);
+      return users;
+    },
+
+    get: (id, opts) => read(id, opts),
+
+
+    async update(id, patch: UserPatch, opts) {
+      checkInput(patch);
+      const fields = PATCH_FIELDS.filter((f) => patch[f] !== undefined);
+      let current = await read(id, opts);
+      const expect = opts?.expect;
+      // A weak read may lag: a version the client names is looked for through Paxos before it is refused.
+      if (expect && !meets(expect, current)) current = await read(id, opts, session.options.serialConsistency);
+      for (let attempt = 1; current !== null; attempt++) {
+        // Checked against the row this round's conditional write is conditional on: the check and the write are
+        // one Paxos round, and a lost round re-reads and checks again.
+        if (expect && !meets(expect, current)) throw errors.preconditionFailed();
+        // Strictly later than both, by at least 1 ms, even for two updates in the same millisecond.
+        const updatedAt = new Date(Math.max(Date.now(), current.updated_at.getTime() + 1, current.created_at.getTime() + 1));
+        const rs = await exec(updateCql(fields), [...fields.map((f) => patch[f]), updatedAt, id, current.updated_at], {
+          kind: 'cas', keys: [idKey(id)], deadline: opts?.deadline,
+          // Sent again after a lost connection, it either applies (same result) or finds `updated_at` moved
+          // (by its own first attempt or another update) and goes round the loop: safe to retry. (With `expect`,
+          // a retry whose first attempt applied then answers 412, though the change was made: rare, never wrong data.)
+          idempotent: true,
+        });
+        const row = rs.first();
+        if (row?.get('[applied]') === true) {
+          const updated: User = { ...current, updated_at: updatedAt };
+          if (patch.name !== undefined) updated.name = patch.name;
+          if (patch.email !== undefined) updated.email = patch.email;
+          if (patch.age !== undefined) updated.age = patch.age;
+          return updated;
+        }
+        // Not applied: the row is gone (no current value came back) or another update won; read it again
+        // through Paxos, so the next round sees that update even at a weak read consistency.
+        if (row?.get('updated_at') == null) break;
+        if (attempt >= CAS_ATTEMPTS) throw errors.unavailable('too many concurrent updates of this user');
+        current = await read(id, opts, session.options.serialConsistency);
+      }
+      if (expect) throw errors.preconditionFailed();
+      return null;
+    },
+
+    async delete(id, opts) {
+      const o: ExecOptions = { kind: 'cas', keys: [idKey(id)], idempotent: true, deadline: opts?.deadline };
+      const expect = opts?.expect;
+      if (expect === undefined) {
+        await exec(DELETE, [id], o);
+        return;
+      }
+      // Each try is one conditional delete; one that applies found the row at a version the client named.
+      // (Sent again after a lost connection, a delete its first attempt applied finds no row: 412, though it was
+      // deleted as asked. Rare, and nothing is changed wrongly.)
+      const tries = expect === 'exists' ? [{ cql: DELETE, params: [id] }]
+        : expect.versions.map((v) => ({ cql: DELETE_IF_VERSION, params: [id, v] }));
+      for (const t of tries) if ((await exec(t.cql, t.params, o)).first()?.get('[applied]') === true) return;
+      throw errors.preconditionFailed();
+    },
+
+    async list({ limit, cursor }, opts) {
+      const state = cursor === undefined ? undefined : pagingState(cursor);
+      const rs = await scanPage(limit, state, opts);
+      const items = usersOf(rs.rows);
+      let next = pageStateOf(rs);
+      // Cassandra returns a paging state whenever a page is full, even when nothing follows. One cheap read of a
+      // single row tells, so a cursor is handed out only when more rows exist.
+      if (next !== undefined && (await scanPage(1, next, opts)).rows.length === 0) next = undefined;
+      return { items, nextCursor: next === undefined ? null : cursorOf(next) };
+    },
+
+    async *stream({ limit, fetchSize, deadline, signal }) {
+      let remaining = limit;
+      let state: Buffer | undefined;
+      // One fetch per page, only when the consumer asks for the next one: a slow consumer slows the reads, and a
+      // consumer that stops (return(), or the signal) leaves no request behind.
+      while (remaining > 0 && !signal?.aborted) {
+        const rs = await scanPage(Math.min(fetchSize, remaining), state, { deadline });
+        const users = usersOf(rs.rows);
+        if (users.length > 0) {
+          remaining -= users.length;
+          yield users;
+        }
+        state = pageStateOf(rs);
+        if (state === undefined || rs.rows.length === 0) return;
+      }
+    },
+  };
+}
+
+/** The paging state of a page (the driver hands it out as hex), or undefined after the last page. */
+const pageStateOf = (rs: types.ResultSet): Buffer | undefined => (rs.pageState ? Buffer.from(rs.pageState, 'hex') : undefined);
+
+const pick = (u: NewUser): NewUser => ({ name: u.name, email: u.email, age: u.age });
+
+/** Bound values of INSERT, in column order. */
+const rowOf = (u: User): unknown[] => [u.id, u.name, u.email, u.age, u.created_at, u.updated_at];
+
+/**
+ * A row as a `User`; null when absent or incomplete. A row lacking a column is never one this adapter wrote
+ * whole (it would be the remains of a write that raced a delete across skewed clocks) and is treated as absent.
+ */
+function toUser(row: types.Row | undefined | null): User | null {
+  if (!row) return null;
+  const id = row.get('id') as types.Uuid | null;
+  const name = row.get('name') as string | null;
+  const email = row.get('email') as string | null;
+  const age = row.get('age') as number | null;
+  const createdAt = row.get('created_at') as Date | null;
+  const updatedAt = row.get('updated_at') as Date | null;
+  if (id == null || name == null || email == null || age == null || createdAt == null || updatedAt == null) return null;
+  return { id: id.toString(), name, email, age, created_at: createdAt, updated_at: updatedAt };
+}
+
+function usersOf(rows: types.Row[]): User[] {
+  const users: User[] = [];
+  for (const row of rows) {
+    const user = toUser(row);
+    if (user) users.push(user);
+  }
+  return users;
+}
+
+/** The PostgreSQL schema's CHECK constraints, and its refusal of NUL in text, enforced here (src/db/user-fields.ts). */
+function checkInput(input: Partial<NewUser>): void {
+  if (invalidFields(input).length > 0) throw errors.badInput();
+}

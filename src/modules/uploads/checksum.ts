@@ -1,0 +1,107 @@
+/**
+ * The tus checksum extension (https://tus.io/protocols/resumable-upload#checksum), which @tus/server lacks.
+ *
+ * A request with `Upload-Checksum: <algorithm> <base64 digest>` has its body written to a staging file while it
+ * is hashed; only when the digest matches are the staged bytes appended to the upload. A mismatch (or a body cut
+ * short, which cannot match) answers 460 and the upload is exactly as it was: a crash at any point leaves at
+ * most a staging file, never unverified bytes in the upload. Requests without the header take the direct path.
+ *
+ * The expected digest reaches the store through AsyncLocalStorage: @tus/server calls `DataStore.write` with
+ * the body alone, and the route runs the tus handler inside `withRequest` (src/modules/uploads/routes.ts).
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { FileStore } from '@tus/file-store';
+import { errors, type AppError } from '../../platform/errors.ts';
+
+/** Advertised in `Tus-Checksum-Algorithm`, in order of preference; the digest lengths check the header. */
+const DIGEST_BYTES = { sha256: 32, sha1: 20 } as const;
+export type ChecksumAlgorithm = keyof typeof DIGEST_BYTES;
+export const CHECKSUM_ALGORITHMS = Object.keys(DIGEST_BYTES) as ChecksumAlgorithm[];
+
+export interface Checksum {
+  algorithm: ChecksumAlgorithm;
+  digest: Buffer;
+}
+
+const HEADER = /^([A-Za-z0-9-]+) ([A-Za-z0-9+/]+={0,2})$/;
+
+/**
+ * The checksum an `Upload-Checksum` header asks for, undefined without one; `bad_input` (400, as the extension
+ * says) for an algorithm not supported or a digest that is not the algorithm's length in base64.
+ */
+export function parseChecksum(header: string | string[] | undefined): Checksum | undefined {
+  if (header === undefined) return undefined;
+  const m = typeof header === 'string' ? HEADER.exec(header.trim()) : null;
+  if (!m) throw errors.uploadRefused('Invalid Upload-Checksum header: expected "<algorithm> <base64 digest>"');
+  const algorithm = m[1]!.toLowerCase();
+  if (!(algorithm in DIGEST_BYTES)) {
+    throw errors.uploadRefused(`Unsupported checksum algorithm; supported: ${CHECKSUM_ALGORITHMS.join(', ')}`);
+  }
+  const digest = Buffer.from(m[2]!, 'base64');
+  if (digest.length !== DIGEST_BYTES[algorithm as ChecksumAlgorithm]) {
+    throw errors.uploadRefused(`Invalid Upload-Checksum header: not a ${algorithm} digest`);
+  }
+  return { algorithm: algorithm as ChecksumAlgorithm, digest };
+}
+
+/** What the route knows about the request that the store and the tus hooks need. */
+export interface RequestFacts {
+  /** The caller's account id, null for an anonymous caller. */
+  owner: string | null;
+  checksum: Checksum | undefined;
+  /** A catalogue error thrown inside the tus handler, kept for the route to answer with (tus would make it a 500). */
+  error?: AppError;
+}
+
+const facts = new AsyncLocalStorage<RequestFacts>();
+
+/** Runs `fn` (the tus handler) with the request's facts in reach of the store and the hooks. */
+export const withRequest = <T>(f: RequestFacts, fn: () => Promise<T>): Promise<T> => facts.run(f, fn);
+
+/** The facts of the request being handled; throws outside `withRequest` (a bug). */
+export function requestFacts(): RequestFacts {
+  const f = facts.getStore();
+  if (!f) throw new Error('tus handler called outside withRequest');
+  return f;
+}
+
+/**
+ * @tus/file-store with the checksum extension, and without creation-defer-length: every upload declares its
+ * length at creation, so UPLOAD_MAX_BYTES is enforced (413) before anything is stored.
+ */
+export class ChecksumFileStore extends FileStore {
+  private readonly staging: string;
+
+  constructor(opts: { directory: string; expirationPeriodInMilliseconds: number }) {
+    super(opts);
+    this.extensions = ['creation', 'creation-with-upload', 'termination', 'expiration', 'checksum'];
+    this.staging = join(opts.directory, '.staging');
+  }
+
+  override async write(readable: Readable, id: string, offset: number): Promise<number> {
+    const checksum = facts.getStore()?.checksum;
+    if (!checksum) return super.write(readable, id, offset);
+    await mkdir(this.staging, { recursive: true });
+    const staged = join(this.staging, `${id}.${randomUUID()}`);
+    try {
+      const hash = createHash(checksum.algorithm);
+      const hashing = new Transform({
+        transform(chunk: Buffer, _enc, done) {
+          hash.update(chunk);
+          done(null, chunk);
+        },
+      });
+      await pipeline(readable, hashing, createWriteStream(staged));
+      if (!timingSafeEqual(hash.digest(), checksum.digest)) throw errors.checksumMismatch();
+      return await super.write(createReadStream(staged), id, offset);
+    } finally {
+      await rm(staged, { force: true });
+    }
+  }
+}

@@ -1,2 +1,0 @@
--- Expired refresh tokens are pruned in the background (src/auth/prune.ts): find them without a scan.
-CREATE INDEX IF NOT EXISTS refresh_tokens_expires_idx ON refresh_tokens (expires_at);

@@ -1,0 +1,101 @@
+/**
+ * The server process stopped under a write load, against `npm start` on a real PostgreSQL. SIGTERM: the writes in
+ * flight (held behind a table lock at the signal, so there are some) finish with 201, every request sent before
+ * the signal gets an answer, the process exits 0, and every acknowledged write is stored. SIGKILL: nothing is
+ * finished, but every acknowledged write is stored, and a new process on the same database serves them.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import postgres from 'postgres';
+import { pool, timed, waitReady, within } from './support/chaos.ts';
+import { createTestDatabase, type TestDatabase } from './support/postgres.ts';
+import { startServer } from './support/server.ts';
+import { byStatus, missingUsers, writeLoad } from './support/write-load.ts';
+
+const env = (url: string) => ({ DATABASE_URL: url, POOL_MAX: '4', SHUTDOWN_TIMEOUT: '10' });
+/** How long the writes are held behind the lock after SIGTERM: the drain must wait for them. */
+const HELD_MS = 800;
+
+describe('the server stopped under a write load', () => {
+  let db: TestDatabase;
+  before(async () => {
+    db = await createTestDatabase();
+  });
+  after(async () => {
+    await db?.destroy();
+  });
+
+  test(`SIGTERM: writes in flight finish with 201 (held ${HELD_MS} ms past the signal), every request sent before it is answered, exit 0, none lost`, async () => {
+    const s = await startServer(env(db.url));
+    const locker = postgres(db.url, { max: 1, onnotice: () => {} });
+    try {
+      await waitReady(s.baseUrl);
+      const load = writeLoad(s.baseUrl, { concurrency: 6, timeouts: [10] });
+      await sleep(700);
+      // Every writer's next insert waits behind the lock: those are the requests in flight at the signal.
+      const unlock = await new Promise<() => void>((locked) => {
+        void locker.begin(async (sql) => {
+          await sql`LOCK TABLE users IN ACCESS EXCLUSIVE MODE`;
+          await new Promise<void>((release) => locked(release));
+        });
+      });
+      const held = await within(3000, async () => (await pool(s.baseUrl)).active === 4);
+      assert.ok(held !== undefined, 'the writes hold the pool behind the lock');
+      const signalledAt = performance.now();
+      const exited = s.stop('SIGTERM');
+      await sleep(HELD_MS);
+      unlock();
+      const code = await exited;
+      const exitedMs = performance.now() - signalledAt;
+      const records = await load.stop();
+      const sentBefore = records.filter((r) => r.sentAt < signalledAt);
+      const inFlight = sentBefore.filter((r) => r.sentAt + r.ms > signalledAt);
+      const sentAfter = records.filter((r) => r.sentAt >= signalledAt);
+      const acknowledged = load.acknowledged();
+      const missing = await missingUsers(db.url, acknowledged);
+      const summary = `${records.length} writes ${JSON.stringify(byStatus(records))}; in flight at SIGTERM `
+        + `${JSON.stringify(byStatus(inFlight))}; after it ${JSON.stringify(byStatus(sentAfter))}; exit ${code} after `
+        + `${Math.round(exitedMs)} ms; ${acknowledged.length - missing.length} of ${acknowledged.length} acknowledged writes stored`;
+      console.log(`# SIGTERM: ${summary}`);
+
+      assert.equal(code, 0, `a clean exit (${summary})`);
+      assert.ok(exitedMs >= HELD_MS, 'the process waited for the writes in flight');
+      assert.ok(inFlight.length >= 4, `writes were in flight at the signal (${summary})`);
+      assert.deepEqual(sentBefore.filter((r) => r.status !== 201).map((r) => `${r.status} ${r.detail}`), [],
+        'every write sent before the signal finished with 201');
+      // After the signal: the drain's 503 while the port is open, then no connection at all (status 0).
+      assert.deepEqual(sentAfter.filter((r) => r.status !== 503 && r.status !== 0).map((r) => r.status), [],
+        'a write sent during the drain is refused with 503, never half done');
+      assert.deepEqual(missing, [], `every acknowledged write is in the database (${summary})`);
+    } finally {
+      await locker.end();
+      await s.stop('SIGKILL');
+    }
+  });
+
+  test('SIGKILL: every acknowledged write is stored, and a new process serves them', async () => {
+    const s = await startServer(env(db.url));
+    await waitReady(s.baseUrl);
+    const load = writeLoad(s.baseUrl, { concurrency: 6, timeouts: [10] });
+    await sleep(1500);
+    await s.stop('SIGKILL');
+    const records = await load.stop();
+    const acknowledged = load.acknowledged();
+    const missing = await missingUsers(db.url, acknowledged);
+    console.log(`# SIGKILL: ${records.length} writes ${JSON.stringify(byStatus(records))}; `
+      + `${acknowledged.length - missing.length} of ${acknowledged.length} acknowledged writes stored`);
+    assert.ok(acknowledged.length > 50, 'writes were acknowledged before the kill');
+    assert.deepEqual(missing, [], 'every acknowledged write is in the database');
+
+    const restarted = await startServer(env(db.url));
+    try {
+      await waitReady(restarted.baseUrl);
+      for (const id of [acknowledged[0]!, acknowledged.at(-1)!]) {
+        assert.equal((await timed(`${restarted.baseUrl}/users/${id}`)).status, 200, `the new process serves ${id}`);
+      }
+    } finally {
+      await restarted.stop();
+    }
+  });
+});
