@@ -3,7 +3,8 @@
  * disk as a user's program would. Told by one JSON argument what to do:
  * `{ endpoint | uploadUrl, file, headers?, chunkSize?, dieAfterBytes? }`. Prints one JSON line per event
  * (`{"url"}` as soon as the upload exists, `{"done"}`, `{"error"}`); with `dieAfterBytes` it kills itself with
- * SIGKILL mid-body once that many bytes were sent, as a crashed client or a cut connection would.
+ * SIGKILL mid-body once that many bytes were sent, as a crashed client or a cut connection would (bytes the kernel
+ * already holds may still arrive: give a `chunkSize` to bound how many).
  */
 import { createReadStream } from 'node:fs';
 import { Upload } from 'tus-js-client';

@@ -85,6 +85,13 @@ async function offsetOf(app: FastifyInstance, who: Record<string, string>, locat
 const idOf = (location: string) => location.split('/').pop()!;
 const onDisk = (id: string) => statSync(join(dir, id)).size;
 
+/**
+ * A client killed half-way through its file. In chunks of 1 MiB, so that at most one chunk is in flight when it dies:
+ * sent in one body, the rest of the file could already sit in the loopback socket's buffers and still reach the
+ * server after the kill (CI saw a 16 MiB upload arrive whole).
+ */
+const CUT_HALF_WAY = (size: number) => ({ chunkSize: 1024 * 1024, dieAfterBytes: size / 2 });
+
 interface ClientRun { events: Record<string, unknown>[]; code: number | null; signal: string | null }
 
 /** Runs test/uploads-client.ts (tus-js-client) in a process of its own until it exits. */
@@ -258,7 +265,7 @@ describe('resuming with tus-js-client', () => {
   test('an upload cut mid-way by its client process is resumed by a new process, byte-identical', async () => {
     const size = 24 * 1024 * 1024;
     const src = randomFile(size);
-    const first = await tusClient({ endpoint: `${base}/uploads`, file: src.path, headers: alice, dieAfterBytes: size / 2 });
+    const first = await tusClient({ endpoint: `${base}/uploads`, file: src.path, headers: alice, ...CUT_HALF_WAY(size) });
     assert.equal(first.signal, 'SIGKILL', JSON.stringify(first.events));
     const url = first.events.find((e) => e.url)?.url as string;
     assert.ok(url, 'the upload was created before the client died');
@@ -322,7 +329,7 @@ describe('resuming across a server restart', () => {
     const src = randomFile(size);
     let server = await startServer(env);
     try {
-      const first = await tusClient({ endpoint: `${server.baseUrl}/uploads`, file: src.path, dieAfterBytes: size / 2 });
+      const first = await tusClient({ endpoint: `${server.baseUrl}/uploads`, file: src.path, ...CUT_HALF_WAY(size) });
       assert.equal(first.signal, 'SIGKILL', JSON.stringify(first.events));
       const path = new URL(first.events.find((e) => e.url)!.url as string).pathname;
       assert.equal(await server.stop(), 0);
