@@ -37,8 +37,18 @@ export function keepSubscribed(subscriber: Redis, channel: string, log: RedisLog
   subscriber.on('ready', attempt);
 }
 
-export function createRedis(url: string, log: RedisLog, name: string): Redis {
+export interface RedisClientOptions {
+  /**
+   * Send the commands issued in one tick of the event loop as one pipeline (ioredis auto-pipelining): under load
+   * many requests' commands then share a write and a read on each side instead of one each. For command
+   * clients; a subscriber's connection is in subscribe mode, which pipelining does not serve.
+   */
+  autoPipelining?: boolean;
+}
+
+export function createRedis(url: string, log: RedisLog, name: string, opts: RedisClientOptions = {}): Redis {
   const client = new Redis(url, {
+    enableAutoPipelining: opts.autoPipelining ?? false,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     connectTimeout: 1000,

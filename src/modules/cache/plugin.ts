@@ -51,7 +51,7 @@ export default fp<CachePluginOptions>(
     let shared: RedisLayer | undefined;
     let bus: InvalidationBus<CacheMessage> = localBus;
     if (mode === 'redis' && config.redisUrl) {
-      const redis = createRedis(config.redisUrl, app.log, 'cache');
+      const redis = createRedis(config.redisUrl, app.log, 'cache', { autoPipelining: true });
       app.addHook('onClose', () => closeRedis(redis));
       shared = new RedisLayer(redis, REDIS_PREFIX);
       // The subscription proves it is alive as auth's does: a silent (hung) Redis makes the bus unusable, so the

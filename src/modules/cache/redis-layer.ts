@@ -13,8 +13,24 @@
  */
 import type { Redis } from 'ioredis';
 
-/** `KEYS[1]`; `ARGV`: version, payload ('' for a tombstone), PX. Returns 1 when stored. */
-const SET_IF_NEWER = `
+/**
+ * The layer's commands, each one Lua script so that a lookup or a store is one command and one round trip. They
+ * are defined with ioredis `defineCommand`, which sends each script's SHA (EVALSHA) and its text only when Redis
+ * does not know it yet.
+ */
+const SCRIPTS = {
+  /** `KEYS[1]`. Returns false when absent, else the value and its PTTL. */
+  spateCacheGet: {
+    numberOfKeys: 1,
+    lua: `
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+return {v, redis.call('PTTL', KEYS[1])}`,
+  },
+  /** `KEYS[1]`; `ARGV`: version, payload ('' for a tombstone), PX. Returns 1 when stored. */
+  spateCacheSetIfNewer: {
+    numberOfKeys: 1,
+    lua: `
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local sep = string.find(cur, '|', 1, true)
@@ -24,14 +40,35 @@ if cur then
   if cv == nv and ARGV[2] ~= '' and sep < string.len(cur) then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
-return 1`;
-
-/** `KEYS`: the generation, the page; `ARGV`: the generation read before loading, payload, PX. Returns 1 when stored. */
-const SET_PAGE_IF_CURRENT = `
+return 1`,
+  },
+  /** `KEYS`: the generation, the page. Returns the generation ('' when none), then the page and its PTTL if any. */
+  spateCacheGetPage: {
+    numberOfKeys: 2,
+    lua: `
+local g = redis.call('GET', KEYS[1]) or ''
+local v = redis.call('GET', KEYS[2])
+if not v then return {g} end
+return {g, v, redis.call('PTTL', KEYS[2])}`,
+  },
+  /** `KEYS`: the generation, the page; `ARGV`: the generation read before loading, payload, PX. Returns 1 when stored. */
+  spateCacheSetPageIfCurrent: {
+    numberOfKeys: 2,
+    lua: `
 local g = redis.call('GET', KEYS[1]) or ''
 if g ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
-return 1`;
+return 1`,
+  },
+} as const;
+
+/** The client with the scripts above as commands. */
+type ScriptedRedis = Redis & {
+  spateCacheGet(key: string): Promise<[string, number] | null>;
+  spateCacheSetIfNewer(key: string, version: string, payload: string, px: string): Promise<number>;
+  spateCacheGetPage(generationKey: string, key: string): Promise<[string] | [string, string, number]>;
+  spateCacheSetPageIfCurrent(generationKey: string, key: string, generation: string, payload: string, px: string): Promise<number>;
+};
 
 /** The key of the lists generation, under the layer's prefix. */
 const LISTS_GENERATION = 'lists:gen';
@@ -67,23 +104,28 @@ export class RedisLayer {
   #misses = 0;
   #errors = 0;
 
+  readonly #redis: ScriptedRedis;
+
   constructor(
-    private readonly redis: Redis,
+    redis: Redis,
     private readonly prefix: string,
-  ) {}
+  ) {
+    for (const [name, script] of Object.entries(SCRIPTS)) redis.defineCommand(name, script);
+    this.#redis = redis as ScriptedRedis;
+  }
 
   /** Usable now: connected and no failure in the last moment. */
   get up(): boolean {
-    return this.redis.status === 'ready' && performance.now() >= this.#skipUntil;
+    return this.#redis.status === 'ready' && performance.now() >= this.#skipUntil;
   }
 
   /** The entry, or undefined when absent or Redis failed (a miss either way). */
   async get(key: string): Promise<SharedHit | undefined> {
     if (!this.up) return undefined;
     try {
-      const res = await this.redis.multi().get(this.prefix + key).pttl(this.prefix + key).exec();
-      const raw = res?.[0]?.[1] as string | null | undefined;
-      const ttlMs = Number(res?.[1]?.[1]);
+      const res = await this.#redis.spateCacheGet(this.prefix + key);
+      const raw = res?.[0];
+      const ttlMs = Number(res?.[1]);
       if (typeof raw !== 'string' || !(ttlMs > 0)) {
         this.#misses++;
         return undefined;
@@ -104,7 +146,7 @@ export class RedisLayer {
   async set(key: string, version: number, payload: string | null, ttlMs: number): Promise<boolean> {
     if (!this.up) return false;
     try {
-      await this.redis.eval(SET_IF_NEWER, 1, this.prefix + key, String(version), payload ?? '', String(Math.ceil(ttlMs)));
+      await this.#redis.spateCacheSetIfNewer(this.prefix + key, String(version), payload ?? '', String(Math.ceil(ttlMs)));
       return true;
     } catch {
       this.#failed();
@@ -116,11 +158,8 @@ export class RedisLayer {
   async getPage(key: string): Promise<SharedPage | undefined> {
     if (!this.up) return undefined;
     try {
-      const gen = this.prefix + LISTS_GENERATION;
-      const res = await this.redis.multi().get(gen).get(this.prefix + key).pttl(this.prefix + key).exec();
-      const generation = (res?.[0]?.[1] as string | null | undefined) ?? '';
-      const raw = res?.[1]?.[1] as string | null | undefined;
-      const ttlMs = Number(res?.[2]?.[1]);
+      const [generation, raw, ttl] = await this.#redis.spateCacheGetPage(this.prefix + LISTS_GENERATION, this.prefix + key);
+      const ttlMs = Number(ttl);
       const sep = typeof raw === 'string' ? raw.indexOf('|') : -1;
       if (sep < 0 || !(ttlMs > 0) || raw!.slice(0, sep) !== generation) {
         this.#misses++;
@@ -138,7 +177,7 @@ export class RedisLayer {
   async setPage(key: string, generation: string, payload: string, ttlMs: number): Promise<boolean> {
     if (!this.up) return false;
     try {
-      await this.redis.eval(SET_PAGE_IF_CURRENT, 2, this.prefix + LISTS_GENERATION, this.prefix + key, generation, payload,
+      await this.#redis.spateCacheSetPageIfCurrent(this.prefix + LISTS_GENERATION, this.prefix + key, generation, payload,
         String(Math.ceil(ttlMs)));
       return true;
     } catch {
@@ -151,7 +190,7 @@ export class RedisLayer {
   async newListsGeneration(token: string): Promise<boolean> {
     if (!this.up) return false;
     try {
-      await this.redis.set(this.prefix + LISTS_GENERATION, token);
+      await this.#redis.set(this.prefix + LISTS_GENERATION, token);
       return true;
     } catch {
       this.#failed();
@@ -164,8 +203,8 @@ export class RedisLayer {
     try {
       let cursor = '0';
       do {
-        const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${this.prefix}*`, 'COUNT', 500);
-        if (keys.length > 0) await this.redis.unlink(...keys);
+        const [next, keys] = await this.#redis.scan(cursor, 'MATCH', `${this.prefix}*`, 'COUNT', 500);
+        if (keys.length > 0) await this.#redis.unlink(...keys);
         cursor = next;
       } while (cursor !== '0');
       return true;

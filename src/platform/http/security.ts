@@ -86,7 +86,7 @@ function limitHook(app: FastifyInstance, opts: LimiterParams & { max: number; ti
 
 export default fp<SecurityOptions>(
   async (app, { config }) => {
-    const redis = config.redisUrl ? createRedis(config.redisUrl, app.log, 'commands') : undefined;
+    const redis = config.redisUrl ? createRedis(config.redisUrl, app.log, 'commands', { autoPipelining: true }) : undefined;
     const breaker = redis ? createRedisBreaker(config.resilience.redisBreaker, app.log, 'commands') : undefined;
     app.decorate('redis', redis);
     app.decorate('redisBreaker', breaker);
