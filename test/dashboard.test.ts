@@ -313,12 +313,15 @@ describe('the jobs panel: a real queue', () => {
 
   test('the queue hung (its table locked): frames go on, a second apart, the panel saying so; then it comes back', async () => {
     const frames = await liveFrames(app);
+    // Released in `finally` too: a failed assertion must not leave the lock held, or the app's close waits on it
+    // until the test runner's timeout (CI saw the file stall for ten minutes).
+    let release = () => {};
+    let held: Promise<unknown> = Promise.resolve();
     try {
       assert.equal((await frames.next()).jobs?.unavailable, false);
-      let release!: () => void;
       let locked!: () => void;
       const isLocked = new Promise<void>((r) => { locked = r; });
-      const held = sql.begin(async (tx) => {
+      held = sql.begin(async (tx) => {
         await tx`LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE`;
         locked();
         await new Promise<void>((r) => { release = r; });
@@ -347,6 +350,8 @@ describe('the jobs panel: a real queue', () => {
       }, 10_000, 0);
       assert.equal(typeof back.jobs?.queued, 'number');
     } finally {
+      release();
+      await held;
       frames.close();
     }
   });
