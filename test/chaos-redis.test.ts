@@ -86,7 +86,9 @@ describe('Redis hung under two instances', { skip }, () => {
       assert.ok(first401 !== undefined && first401.at < 2 * HEARTBEAT_MS + 500, `b refuses the revoked key within 2 heartbeats + 500 ms (${summary})`);
       assert.deepEqual(late, [], 'and never accepts it again');
       assert.ok(hung.filter((ms) => ms > 200).length <= 8, `at most the breaker's trials pay the command timeout (${summary})`);
-      assert.ok(quantile(settled, 0.99) < 300, `reads stay fast while Redis hangs (${summary})`);
+      // p90, not p99: each half-open trial (one a second) pays the command timeout by design, so in 40 reads over
+      // 5 s the p99 is a trial's (CI saw 384 ms with 2 of 50 over 200 ms); the bound above counts those.
+      assert.ok(quantile(settled, 0.9) < 300, `reads stay fast while Redis hangs (${summary})`);
     } finally {
       process.kill(pid, 'SIGCONT');
     }
