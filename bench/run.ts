@@ -5,7 +5,8 @@
  *   npm run bench                                   everything (about 10 minutes per --repeat)
  *   npm run bench -- --micro                        the database micro-benchmark only
  *   npm run bench -- --jobs                         the job queue only (PostgreSQL and Redis, bench/jobs.ts)
- *   npm run bench -- --bulk [--bulk-rows N]         bulk import and export of N rows (default 1,000,000) only
+ *   npm run bench -- --bulk [--bulk-rows N]         bulk import and export of N rows (default 1,000,000), then a tus
+ *                   [--bulk-upload-bytes B]         upload of B bytes (default 10^9; 0 skips it) only
  *   npm run bench -- --uploads                      a 1 GB tus upload over loopback only (bench/uploads.ts)
  *   npm run bench -- --profile get_by_id            CPU profile of Spate under load: top self-time functions
  *   npm run bench -- --scenarios get_by_id --repeat 3 --no-stream --no-workers --no-micro --no-write
@@ -43,6 +44,7 @@ const { values: opt } = parseArgs({
     micro: { type: 'boolean', default: false },
     bulk: { type: 'boolean', default: false },
     'bulk-rows': { type: 'string', default: '1000000' },
+    'bulk-upload-bytes': { type: 'string', default: '1000000000' },
     uploads: { type: 'boolean', default: false },
     profile: { type: 'string' },
     /** The credential of `--profile`: an access token (`token`, what users run) or an API key (`key`). */
@@ -282,6 +284,10 @@ async function bench(): Promise<void> {
     });
     writeFileSync(join(logDir, 'bulk.json'), JSON.stringify(result, null, 2));
     console.log(formatBulk(result));
+    const uploadBytes = Number(opt['bulk-upload-bytes']);
+    if (uploadBytes > 0) {
+      await measureUploads(env, account.apiKey, { port: PORT, bytes: uploadBytes, logFile: join(logDir, 'spate-uploads.log'), log });
+    }
     return;
   }
 
