@@ -5,7 +5,9 @@
  *   npm run bench                                   everything (about 10 minutes per --repeat)
  *   npm run bench -- --micro                        the database micro-benchmark only
  *   npm run bench -- --jobs                         the job queue only (PostgreSQL and Redis, bench/jobs.ts)
- *   npm run bench -- --bulk [--bulk-rows N]         bulk import and export of N rows (default 1,000,000) only
+ *   npm run bench -- --bulk [--bulk-rows N]         bulk import and export of N rows (default 1,000,000), then a tus
+ *                   [--bulk-upload-bytes B]         upload of B bytes (default 10^9; 0 skips it) only
+ *                   [--bulk-backend cassandra]      instead: the import and export on a Cassandra node (default 100,000 rows)
  *   npm run bench -- --uploads                      a 1 GB tus upload over loopback only (bench/uploads.ts)
  *   npm run bench -- --profile get_by_id            CPU profile of Spate under load: top self-time functions
  *   npm run bench -- --scenarios get_by_id --repeat 3 --no-stream --no-workers --no-micro --no-write
@@ -34,6 +36,7 @@ import { LIST_ALONE, SPATE_KEY, mixedName, writeReport, type BenchResults, type 
 import { freshAccessToken, login, prepareDatabase, productionEnv, provisionAccount, startSpate, type BenchAccount } from './spate.ts';
 import { measureStream } from './stream.ts';
 import { formatBulk, measureBulk } from './bulk.ts';
+import { formatBulkCassandra, measureBulkCassandra } from './bulk-cassandra.ts';
 import { formatCache, measureCache } from './cache-stage.ts';
 import { parseDuration, runSoak } from './soak.ts';
 import { measureUploads } from './uploads.ts';
@@ -43,6 +46,8 @@ const { values: opt } = parseArgs({
     micro: { type: 'boolean', default: false },
     bulk: { type: 'boolean', default: false },
     'bulk-rows': { type: 'string', default: '1000000' },
+    'bulk-upload-bytes': { type: 'string', default: '1000000000' },
+    'bulk-backend': { type: 'string', default: 'postgres' },
     uploads: { type: 'boolean', default: false },
     profile: { type: 'string' },
     /** The credential of `--profile`: an access token (`token`, what users run) or an API key (`key`). */
@@ -256,6 +261,13 @@ async function bench(): Promise<void> {
     return;
   }
 
+  if (opt.bulk && opt['bulk-backend'] === 'cassandra') {
+    // Needs neither PostgreSQL's seed nor the kit: the handlers run in this process (bench/bulk-cassandra.ts).
+    const given = process.argv.some((a) => a.startsWith('--bulk-rows'));
+    console.log(formatBulkCassandra(await measureBulkCassandra(given ? Number(opt['bulk-rows']) : 100_000, log)));
+    return;
+  }
+
   const kit = findKit();
   mkdirSync(logDir, { recursive: true });
   ensureTools(kit, log);
@@ -282,6 +294,10 @@ async function bench(): Promise<void> {
     });
     writeFileSync(join(logDir, 'bulk.json'), JSON.stringify(result, null, 2));
     console.log(formatBulk(result));
+    const uploadBytes = Number(opt['bulk-upload-bytes']);
+    if (uploadBytes > 0) {
+      await measureUploads(env, account.apiKey, { port: PORT, bytes: uploadBytes, logFile: join(logDir, 'spate-uploads.log'), log });
+    }
     return;
   }
 

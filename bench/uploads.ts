@@ -41,13 +41,14 @@ async function sourceFile(path: string, bytes: number): Promise<void> {
   })()), createWriteStream(path));
 }
 
-function tusUpload(baseUrl: string, apiKey: string, file: string, bytes: number): Promise<void> {
+/** Uploads `file` with tus-js-client; resolves with the upload's URL. */
+export function tusUpload(baseUrl: string, apiKey: string, file: string, bytes: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const upload = new Upload(createReadStream(file), {
       endpoint: `${baseUrl}/uploads`, headers: { 'x-api-key': apiKey }, uploadSize: bytes, retryDelays: null,
       // 256 MiB PATCHes: each stays well inside REQUEST_TIMEOUT_MS on a slow link, and a cut costs one chunk.
       chunkSize: 256 * 1024 * 1024,
-      onSuccess: () => resolve(), onError: reject,
+      onSuccess: () => resolve(upload.url!), onError: reject,
     });
     upload.start();
   });
@@ -104,7 +105,7 @@ export async function measureUploads(
   for (let offset = 0; offset < o.bytes; offset += CHUNK) digests.push(await digestOf(file, offset, Math.min(o.bytes, offset + CHUNK)));
   const spate = await startSpate({ ...env, UPLOADS_DIR: join(dir, 'uploads'), UPLOAD_MAX_BYTES: String(2 * o.bytes) }, o.port, o.logFile);
   const runs: [string, () => Promise<void>][] = [
-    ['tus-js-client, 256 MiB chunks', () => tusUpload(spate.baseUrl, apiKey, file, o.bytes)],
+    ['tus-js-client, 256 MiB chunks', async () => { await tusUpload(spate.baseUrl, apiKey, file, o.bytes); }],
     ['plain HTTP client, 256 MiB PATCHes', () => rawUpload(spate.baseUrl, apiKey, file, o.bytes)],
     ['plain HTTP client, 256 MiB PATCHes with Upload-Checksum: sha256', () => rawUpload(spate.baseUrl, apiKey, file, o.bytes, digests)],
   ];

@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 export interface JobView {
   id: string;
   state: string;
-  progress: { done: number; total: number | null };
+  progress: { done: number; total: number | null; detail?: Record<string, number> };
   attempts: number;
   error: string | null;
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- each job kind has its own result shape
@@ -26,8 +26,8 @@ export async function jobEnded(app: FastifyInstance, id: string, timeoutMs = 120
 }
 
 /** Every `event: job` snapshot of GET /jobs/{id}/events until the stream ends. */
-export async function followEvents(base: string, id: string): Promise<JobView[]> {
-  const res = await fetch(`${base}/jobs/${id}/events`);
+export async function followEvents(base: string, id: string, headers: Record<string, string> = {}): Promise<JobView[]> {
+  const res = await fetch(`${base}/jobs/${id}/events`, { headers });
   if (res.status !== 200) throw new Error(`events: ${res.status}`);
   const events: JobView[] = [];
   let text = '';

@@ -291,14 +291,19 @@ export function jobsContract(start: () => Promise<JobsFixture>): void {
       const stop = await s.listen({ onChange: (id, state) => seen.push(`${id}:${state}`) });
       let release!: () => void;
       const gate = new Promise<void>((r) => { release = r; });
-      const r = runner(s, [{ kind: 'steps', async run(_, ctx) { await ctx.progress(1, 3); await ctx.progress(2, 3); await gate; } }]);
+      const r = runner(s, [{
+        kind: 'steps',
+        async run(_, ctx) { await ctx.progress(1, 3); await ctx.progress(2, 3, { read: 20, written: 18, rejected: 2 }); await gate; },
+      }]);
       await r.start();
       const job = (await s.enqueue({ kind: 'steps' }))!;
       await waitFor(async () => (await s.get(job.id))!.progress.done === 2);
-      assert.deepEqual((await s.get(job.id))!.progress, { done: 2, total: 3 });
+      // The detail (docs/jobs.md) rides beside done/total and stays once the job succeeded.
+      const detail = { read: 20, written: 18, rejected: 2 };
+      assert.deepEqual((await s.get(job.id))!.progress, { done: 2, total: 3, detail });
       release();
       await finished(job.id);
-      assert.deepEqual((await s.get(job.id))!.progress, { done: 3, total: 3 });
+      assert.deepEqual((await s.get(job.id))!.progress, { done: 3, total: 3, detail });
       await r.stop(1000);
       await waitFor(() => seen.includes(`${job.id}:succeeded`));
       await stop();

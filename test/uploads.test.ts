@@ -3,7 +3,6 @@
  * database and real HTTP, with tus-js-client (the protocol's own client) in child processes streaming real files.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,6 +17,7 @@ import { startApp } from './support/app.ts';
 import { createTestDatabase, type TestDatabase } from './support/postgres.ts';
 import { ADMIN, authEnv, bearer, createAccount, login } from './support/auth.ts';
 import { startServer } from './support/server.ts';
+import { CUT_HALF_WAY, tusClient } from './support/tus-client.ts';
 
 const TUS = { 'tus-resumable': '1.0.0' };
 const OCTETS = { ...TUS, 'content-type': 'application/offset+octet-stream' };
@@ -84,27 +84,6 @@ async function offsetOf(app: FastifyInstance, who: Record<string, string>, locat
 
 const idOf = (location: string) => location.split('/').pop()!;
 const onDisk = (id: string) => statSync(join(dir, id)).size;
-
-/**
- * A client killed half-way through its file. In chunks of 1 MiB, so that at most one chunk is in flight when it dies:
- * sent in one body, the rest of the file could already sit in the loopback socket's buffers and still reach the
- * server after the kill (CI saw a 16 MiB upload arrive whole).
- */
-const CUT_HALF_WAY = (size: number) => ({ chunkSize: 1024 * 1024, dieAfterBytes: size / 2 });
-
-interface ClientRun { events: Record<string, unknown>[]; code: number | null; signal: string | null }
-
-/** Runs test/uploads-client.ts (tus-js-client) in a process of its own until it exits. */
-function tusClient(order: Record<string, unknown>): Promise<ClientRun> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/uploads-client.ts', JSON.stringify(order)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let out = '';
-  child.stdout.on('data', (d) => (out += d));
-  return new Promise((resolve) => child.once('exit', (code, signal) => resolve({
-    events: out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>), code, signal,
-  })));
-}
 
 describe('the tus protocol at /uploads', () => {
   test('OPTIONS advertises tus 1.0.0, its extensions, the maximum size and the checksum algorithms', async () => {

@@ -106,6 +106,12 @@ export interface StreamOptions extends CallOptions {
   fetchSize: number;
   /** Aborting stops the stream and releases its connection at once (client went away). */
   signal?: AbortSignal;
+  /**
+   * The caller reads every row once, in order, and does not mind a connection of its own (an export): an adapter
+   * may take a faster path (PostgreSQL: a binary COPY, src/db/postgres/copy-out.ts). Pages stay at most
+   * `fetchSize` rows; `deadline` is not applied on that path.
+   */
+  bulk?: boolean;
 }
 
 /**

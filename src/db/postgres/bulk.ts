@@ -1,6 +1,6 @@
 /**
- * The PostgreSQL adapter of `BulkStore`: an import is one `COPY users FROM STDIN` in one transaction, on a
- * connection of its own.
+ * The PostgreSQL adapter of `BulkStore`: an import is one binary `COPY users FROM STDIN` in one transaction, on
+ * a connection of its own (rows encoded straight into Buffers: src/db/postgres/copy-binary.ts).
  *
  * - All or nothing: the rows stream into the COPY as they are read and checked; the transaction commits only
  *   when the iterable ended without an error, so a refused file, a cancelled job or a crash writes nothing.
@@ -20,6 +20,7 @@ import type { Writable } from 'node:stream';
 import postgres from 'postgres';
 import { errors, isAppError } from '../../platform/errors.ts';
 import { importIdPrefix, importIdRange, type BulkStore } from '../bulk-store.ts';
+import { COPY_HEADER, COPY_TRAILER, ImportRowEncoder } from './copy-binary.ts';
 import { toAppError } from './errors.ts';
 
 export interface PostgresBulkOptions {
@@ -27,11 +28,6 @@ export interface PostgresBulkOptions {
   /** Seconds to wait for a connection. */
   connectTimeoutS: number;
 }
-
-/** COPY text format: backslash, tab, newline and carriage return are escaped; nothing else is special. */
-const SPECIAL = /[\\\t\n\r]/;
-const ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };
-const copyText = (s: string) => (SPECIAL.test(s) ? s.replace(/[\\\t\n\r]/g, (c) => ESCAPES[c]!) : s);
 
 /** Bytes gathered before one write to the socket. */
 const CHUNK = 256 * 1024;
@@ -60,7 +56,6 @@ export function createPostgresBulkStore(opts: PostgresBulkOptions): BulkStore {
     async importUsers(key, rows, signal) {
       const prefix = importIdPrefix(key);
       const [lo, hi] = importIdRange(prefix);
-      const stamp = key.createdAt.toISOString();
       // Statement timeout off: an import lasts as long as its file. A transaction left idle (this process froze)
       // is ended by the server after a minute.
       const sql = postgres(opts.url, {
@@ -77,25 +72,25 @@ export function createPostgresBulkStore(opts: PostgresBulkOptions): BulkStore {
           await conn`ROLLBACK`;
           return { written: found!.n, alreadyDone: true };
         }
-        copy = await conn`COPY users (id, name, email, age, created_at, updated_at) FROM STDIN`.writable();
+        copy = await conn`COPY users (id, name, email, age, created_at, updated_at) FROM STDIN (FORMAT binary)`.writable();
         const failed = once(copy, 'error').then(([err]) => { throw err; });
         failed.catch(() => {});
         let written = 0;
-        let text = '';
-        const flush = async () => {
-          const ok = copy!.write(text);
-          text = '';
+        const out = new ImportRowEncoder(prefix, key.createdAt, CHUNK);
+        const flush = async (tail?: Buffer) => {
+          const ok = copy!.write(tail ? Buffer.concat([out.take(), tail]) : out.take());
           if (!ok) await Promise.race([once(copy!, 'drain'), failed]);
         };
+        copy.write(COPY_HEADER);
         for await (const batch of rows) {
           if (signal?.aborted) throw errors.unavailable('import stopped');
           for (const r of batch) {
-            text += `${prefix}${r.line.toString(16).padStart(10, '0')}\t${copyText(r.name)}\t${copyText(r.email)}\t${r.age}\t${stamp}\t${stamp}\n`;
+            if (!out.fits(r.name, r.email)) await flush();
+            out.row(r.line, r.name, r.email, r.age);
           }
           written += batch.length;
-          if (text.length >= CHUNK) await flush();
         }
-        if (text.length > 0) await flush();
+        await flush(COPY_TRAILER);
         await Promise.race([ended(copy), failed]);
         // Proves the COPY went through (see the header): in an aborted transaction this fails.
         await Promise.race([conn`SELECT 1`, failed]);

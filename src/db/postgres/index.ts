@@ -89,7 +89,9 @@ export async function openPostgres(opts: PostgresOptions): Promise<Backend> {
   const stopPruning = startKeyPruning(db, idempotencyTtlS, opts.log);
   return {
     name: 'postgres',
-    users: createPostgresUsersStore(db, { idempotencyTtlS, events: opts.events, onEventsCommitted: wakeRelays(jobsDb) }),
+    users: createPostgresUsersStore(db, {
+      idempotencyTtlS, events: opts.events, onEventsCommitted: wakeRelays(jobsDb), copyUrl: opts.url,
+    }),
     accounts: createPostgresAccountsStore(accountsDb),
     jobs: createPostgresJobsStore(jobsDb, jobsWorkerDb),
     bulk: createPostgresBulkStore({ url: opts.url, connectTimeoutS: Math.max(1, Math.ceil(opts.acquireTimeoutMs / 1000)) }),

@@ -11,7 +11,7 @@ import type { PendingQuery, Row, Sql } from 'postgres';
 import { errors } from '../../platform/errors.ts';
 import { uuidv7 } from '../../platform/lib/uuid.ts';
 import { currentTraceparent } from '../../platform/tracing/context.ts';
-import type { CallOptions, Claim, Job, JobState, JobsStore, NewJob } from '../../platform/jobs/store.ts';
+import type { CallOptions, Claim, Job, JobState, JobsStore, NewJob, ProgressDetail } from '../../platform/jobs/store.ts';
 import { CURSOR_TAG, decodeCursor, encodeCursor } from '../cursor.ts';
 import type { Db } from './db.ts';
 
@@ -35,6 +35,7 @@ interface JobRow extends Row {
   run_at: Date;
   progress_done: string;
   progress_total: string | null;
+  progress_detail: ProgressDetail | null;
   error: string | null;
   result: unknown;
   chain_id: string | null;
@@ -46,7 +47,7 @@ interface JobRow extends Row {
 
 /** The columns a `Job` is read from, written once. */
 const COLUMNS = ['id', 'kind', 'state', 'payload', 'owner', 'attempts', 'max_attempts', 'run_at', 'progress_done',
-  'progress_total', 'error', 'result', 'chain_id', 'created_at', 'started_at', 'finished_at', 'traceparent'];
+  'progress_total', 'progress_detail', 'error', 'result', 'chain_id', 'created_at', 'started_at', 'finished_at', 'traceparent'];
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
@@ -57,7 +58,10 @@ function toJob(r: JobRow): Job {
     state: r.state,
     payload: r.payload,
     owner: r.owner,
-    progress: { done: Number(r.progress_done), total: r.progress_total === null ? null : Number(r.progress_total) },
+    progress: {
+      done: Number(r.progress_done), total: r.progress_total === null ? null : Number(r.progress_total),
+      ...(r.progress_detail === null ? {} : { detail: r.progress_detail }),
+    },
     attempts: r.attempts,
     maxAttempts: r.max_attempts,
     runAt: r.run_at.toISOString(),
@@ -186,9 +190,10 @@ export function createPostgresJobsStore(db: Db, workerDb: Db = db): JobsStore {
       return claims.filter((c) => !kept.has(c.id)).map((c) => c.id);
     },
 
-    async progress(id, token, done, total) {
+    async progress(id, token, done, total, detail) {
       const rows = await worker.query((sql) => sql`
-        UPDATE jobs SET progress_done = ${done}, progress_total = ${total}
+        UPDATE jobs SET progress_done = ${done}, progress_total = ${total},
+          progress_detail = ${detail === undefined ? null : sql.json(detail)}
         WHERE id = ${id} AND lease_token = ${token} AND state = 'running'
         RETURNING (SELECT pg_notify(${CHANGED}, ${id} || ':running')) AS _`);
       return rows.length > 0;

@@ -97,7 +97,7 @@ export function openPostgresReplicas(opts: PostgresReplicasOptions): ReadReplica
     const name = nameOf(url);
     const db = createDb({ ...opts, url, applicationName: 'spate-replica' });
     // Replicas serve reads only: the idempotency window is the primary's concern.
-    const store: UsersStore = createPostgresUsersStore(db, { idempotencyTtlS: 86_400 });
+    const store: UsersStore = createPostgresUsersStore(db, { idempotencyTtlS: 86_400, copyUrl: url });
     const replica: Replica = {
       name, db, probe: probeClient(url, 'spate-replica-monitor'),
       choice: { store, down: (err) => markDown(replica, err) },

@@ -14,6 +14,7 @@ import { noConnectionFree } from '../../platform/lib/gate.ts';
 import { uuidv7 } from '../../platform/lib/uuid.ts';
 import { CURSOR_TAG, decodeCursor, encodeCursor } from '../cursor.ts';
 import type { CallOptions, Expected, IdempotencyKey, NewUser, Page, User, UserPatch, UsersStore } from '../users-store.ts';
+import { copyUsersOut } from './copy-out.ts';
 import type { Db } from './db.ts';
 import { eventRecorder, type EventRecorder } from './outbox.ts';
 
@@ -90,9 +91,11 @@ export interface PostgresUsersOptions {
   events?: boolean;
   /** Called after a write that recorded events committed: wakes the relays (outbox.ts, `wakeRelays`). */
   onEventsCommitted?: () => void;
+  /** The database's URL: `stream` with the `bulk` hint opens a connection of its own there (copy-out.ts). */
+  copyUrl?: string;
 }
 
-export function createPostgresUsersStore(db: Db, { idempotencyTtlS, events = true, onEventsCommitted }: PostgresUsersOptions): UsersStore {
+export function createPostgresUsersStore(db: Db, { idempotencyTtlS, events = true, onEventsCommitted, copyUrl }: PostgresUsersOptions): UsersStore {
   const record = eventRecorder(events, COLUMNS);
   const committed = events && onEventsCommitted ? onEventsCommitted : () => {};
   function stamp(input: NewUser, now: Date): User {
@@ -274,8 +277,13 @@ export function createPostgresUsersStore(db: Db, { idempotencyTtlS, events = tru
       return toPage(await db.query((sql) => pageQuery(sql, limit, after), opts), limit);
     },
 
-    async *stream({ limit, fetchSize, deadline, signal }) {
+    async *stream(o) {
+      const { limit, fetchSize, deadline, signal } = o;
       if (limit === 0) return;
+      if (o.bulk && copyUrl !== undefined) {
+        yield* copyUsersOut(copyUrl, COLUMNS, o);
+        return;
+      }
       const pages = db.cursor(
         (sql) => sql<User[]>`SELECT ${sql(COLUMNS)} FROM users
           ORDER BY id LIMIT ${limit}`,

@@ -3,7 +3,7 @@
  * BullMQ job carries, the lease-checked Lua scripts, and the mapping of a BullMQ job onto `Job`. No connection here.
  */
 import type { ConnectionOptions, Job as BullJob } from 'bullmq';
-import type { Job, JobState } from '../../platform/jobs/store.ts';
+import type { Job, JobProgress, JobState, ProgressDetail } from '../../platform/jobs/store.ts';
 
 export const DEFAULT_MAX_ATTEMPTS = 5;
 /** How long an API call without a request deadline waits for Redis. */
@@ -65,8 +65,10 @@ export function bullState(s: string): JobState | undefined {
 
 export function toJob(j: BullJob, state: JobState, meta: Meta | undefined): Job {
   const d = j.data as Data;
-  const p = j.progress as { done?: number; total?: number | null } | number;
-  const progress = typeof p === 'object' && p !== null ? { done: p.done ?? 0, total: p.total ?? null } : { done: 0, total: null };
+  const p = j.progress as { done?: number; total?: number | null; detail?: ProgressDetail } | number;
+  const progress: JobProgress = typeof p === 'object' && p !== null
+    ? { done: p.done ?? 0, total: p.total ?? null, ...(p.detail ? { detail: p.detail } : {}) }
+    : { done: 0, total: null };
   const ended = state === 'succeeded' || state === 'failed';
   return {
     id: j.id!,
@@ -75,7 +77,7 @@ export function toJob(j: BullJob, state: JobState, meta: Meta | undefined): Job 
     payload: d.p ?? {},
     owner: d.o ?? null,
     traceparent: d.t ?? null,
-    progress: state === 'succeeded' && progress.total !== null ? { done: progress.total, total: progress.total } : progress,
+    progress: state === 'succeeded' && progress.total !== null ? { ...progress, done: progress.total } : progress,
     // A job taken up again after its last attempt's worker died started once more than it may run; it is failed
     // at that claim (below), and its count stays at the maximum, as on PostgreSQL.
     attempts: Math.min(j.attemptsStarted, d.m),

@@ -316,11 +316,11 @@ export function openRedisJobs(o: RedisJobsOptions): RedisJobsStore {
       return lost;
     },
 
-    async progress(id, token, done, total) {
+    async progress(id, token, done, total, detail) {
       const j = holding(id);
       if (!j) return false;
       const key = `${PREFIX}:${j.name}:${id}`;
-      const ok = await run.jobProgress(`${key}:lock`, key, token, JSON.stringify({ done, total }));
+      const ok = await run.jobProgress(`${key}:lock`, key, token, JSON.stringify({ done, total, detail }));
       if (ok) await announce([[CHANNEL.changed, `${id}:running`]]);
       return ok === 1;
     },

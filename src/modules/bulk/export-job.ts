@@ -56,7 +56,7 @@ export function exportJob(o: ExportJobOptions): JobDefinition {
     let last = performance.now();
     try {
       await write(encoder.head());
-      for await (const page of o.users().stream({ limit: Number.MAX_SAFE_INTEGER, fetchSize: FETCH_SIZE, signal: ctx.signal })) {
+      for await (const page of o.users().stream({ limit: Number.MAX_SAFE_INTEGER, fetchSize: FETCH_SIZE, signal: ctx.signal, bulk: true })) {
         if (ctx.signal.aborted) throw errors.unavailable('export stopped');
         rows += page.length;
         pages += 1;

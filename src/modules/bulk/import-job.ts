@@ -86,11 +86,14 @@ export function importJob(o: ImportJobOptions): JobDefinition {
     const key = { jobId: ctx.job.id, createdAt: new Date(ctx.job.createdAt) };
 
     let report = new ImportReport(o.maxErrors);
+    /** Rows handed to the store so far (on PostgreSQL: copied into the import's transaction, not yet committed). */
+    let written = 0;
+    const detail = () => ({ read: report.read, written, rejected: report.rejected });
     let last = performance.now();
     const progress = async () => {
       if (performance.now() - last < PROGRESS_EVERY_MS) return;
       last = performance.now();
-      await ctx.progress(report.read, null);
+      await ctx.progress(report.read, null, detail());
     };
     const rows = (r: ImportReport) => validRows(p.format, readRecords(p.format, createReadStream(path, { highWaterMark: READ_CHUNK })), r, progress);
     const allOrNothing = p.mode === 'all_or_nothing';
@@ -105,7 +108,11 @@ export function importJob(o: ImportJobOptions): JobDefinition {
       const checkedRows = async function* (): AsyncGenerator<ImportRow[]> {
         // After a refusal in all_or_nothing nothing more is written (it would be rolled back); reading goes on
         // for the report.
-        for await (const batch of rows(report)) if (!(allOrNothing && report.rejected > 0)) yield batch;
+        for await (const batch of rows(report)) {
+          if (allOrNothing && report.rejected > 0) continue;
+          yield batch;
+          written += batch.length;
+        }
         // Thrown inside the store's import, so an atomic store rolls back everything it copied.
         if (allOrNothing && report.rejected > 0) throw errors.importRefused(refusal(report));
       };
@@ -114,7 +121,8 @@ export function importJob(o: ImportJobOptions): JobDefinition {
         // An earlier attempt committed; read the file once more for its report.
         for await (const _ of rows(report)) { /* counting only */ }
       }
-      await ctx.progress(report.read, report.read);
+      written = outcome.written;
+      await ctx.progress(report.read, report.read, detail());
       if (p.spool !== undefined) await rm(path, { force: true }).catch(() => {});
       return { imported: outcome.written, rejected: report.rejected, errors: report.errors };
     } catch (err) {

@@ -14,7 +14,13 @@ export const JobPublic = Type.Object(
     id: Type.String({ format: 'uuid' }),
     kind: Type.String(),
     state: State,
-    progress: Type.Object({ done: Type.Integer(), total: orNull(Type.Integer()) }),
+    progress: Type.Object({
+      done: Type.Integer(),
+      total: orNull(Type.Integer()),
+      detail: Type.Optional(Type.Record(Type.String(), Type.Integer(), {
+        description: 'Named counts the job reports while it runs (bulk.import: read, written, rejected); absent when none',
+      })),
+    }),
     attempts: Type.Integer(),
     max_attempts: Type.Integer(),
     created_at: Timestamp,

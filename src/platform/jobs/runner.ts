@@ -11,14 +11,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { AppError } from '../errors.ts';
 import { runTracedJob } from '../tracing/context.ts';
 import { DEFAULT_BACKOFF, retryDelayMs, type BackoffPolicy } from './backoff.ts';
-import type { Claim, Job, JobsStore } from './store.ts';
+import type { Claim, Job, JobsStore, ProgressDetail } from './store.ts';
 
 export interface JobContext {
   readonly job: Job;
   /** Aborted when the job is cancelled, its lease is lost, or the worker gives it back at shutdown. */
   readonly signal: AbortSignal;
   /** Records progress (visible in the API and its event stream); ignored once the lease is gone. */
-  progress(done: number, total?: number | null): Promise<void>;
+  progress(done: number, total?: number | null, detail?: ProgressDetail): Promise<void>;
 }
 
 export interface JobDefinition {
@@ -130,8 +130,8 @@ export function createRunner(o: RunnerOptions): Runner {
     const ctx: JobContext = {
       job,
       signal: ctrl.signal,
-      async progress(done, total = null) {
-        if (!ctrl.signal.aborted) await o.store.progress(job.id, token, done, total);
+      async progress(done, total = null, detail) {
+        if (!ctrl.signal.aborted) await o.store.progress(job.id, token, done, total, detail);
       },
     };
     entry.done = (async () => {

@@ -16,6 +16,19 @@ export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelle
 export const JOB_STATES: readonly JobState[] = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
 export const isTerminal = (s: JobState) => s === 'succeeded' || s === 'failed' || s === 'cancelled';
 
+/**
+ * Named counts a job reports beside `done` and `total` (an import: rows `read`, `written`, `rejected`), for a
+ * person watching it; `done`/`total` stay the contract's figures.
+ */
+export type ProgressDetail = Readonly<Record<string, number>>;
+
+export interface JobProgress {
+  done: number;
+  total: number | null;
+  /** Absent when the job reported none. */
+  detail?: ProgressDetail;
+}
+
 /** A job as stored; times are ISO-8601 strings with milliseconds, `null` until reached. */
 export interface Job {
   id: string;
@@ -24,7 +37,7 @@ export interface Job {
   payload: unknown;
   /** The account that started it; null for the service's own jobs. */
   owner: string | null;
-  progress: { done: number; total: number | null };
+  progress: JobProgress;
   attempts: number;
   maxAttempts: number;
   runAt: string;
@@ -92,8 +105,8 @@ export interface JobsStore {
   claim(kinds: readonly string[], max: number, leaseMs: number): Promise<Claim[]>;
   /** Extends the leases still held; returns the ids whose lease is gone (expired and taken, or cancelled). */
   extend(claims: readonly { id: string; token: string }[], leaseMs: number): Promise<string[]>;
-  /** False when the lease is gone. */
-  progress(id: string, token: string, done: number, total: number | null): Promise<boolean>;
+  /** False when the lease is gone. A report without `detail` clears the one before. */
+  progress(id: string, token: string, done: number, total: number | null, detail?: ProgressDetail): Promise<boolean>;
   /**
    * Marks these jobs succeeded and, atomically with each, enqueues its chain's next step. Returns the ids
    * recorded; a job whose lease is gone is left out.
