@@ -13,10 +13,13 @@ import { rethrowMapped, runWhenReachable } from '../when-reachable.ts';
 import { createCassandraAccountsStore } from './accounts.ts';
 import { createCassandraBulkStore } from './bulk.ts';
 import { toAppError } from './errors.ts';
+import { createCassandraOutbox } from './outbox-take.ts';
 import { createCassandraProbes } from './probes.ts';
 import { createSchema } from './schema.ts';
 import { createSession } from './session.ts';
+import { eventsSignal } from './user-events.ts';
 import { createCassandraUsersStore } from './users.ts';
+import { createCassandraWebhooksStore } from './webhooks.ts';
 
 /** An idempotency key's default lifetime. */
 const DAY_S = 86_400;
@@ -24,6 +27,8 @@ const DAY_S = 86_400;
 export interface CassandraOptions extends CassandraConfig {
   /** Seconds an Idempotency-Key is remembered. Default one day. */
   idempotencyTtlS?: number;
+  /** Record users events (docs/webhooks.md). Default on. */
+  events?: boolean;
   log: { info(msg: string): void; warn(obj: object, msg: string): void };
   onQuery?: QueryObserver;
 }
@@ -67,9 +72,15 @@ export async function openCassandra(opts: CassandraOptions): Promise<Backend> {
     await session.close();
     throw err;
   }
+  const signal = eventsSignal();
+  const requestTimeoutMs = opts.requestTimeoutMs ?? CASSANDRA_DEFAULTS.requestTimeoutMs;
   return {
     name: 'cassandra',
-    users: createCassandraUsersStore(session, schema, { idempotencyTtlS: opts.idempotencyTtlS ?? DAY_S }),
+    users: createCassandraUsersStore(session, schema, {
+      idempotencyTtlS: opts.idempotencyTtlS ?? DAY_S, events: opts.events === false ? undefined : signal,
+    }),
+    outbox: createCassandraOutbox(session, schema, { requestTimeoutMs, signal }),
+    webhooks: createCassandraWebhooksStore(session, schema),
     // On the same session: one set of connections, one close.
     accounts: createCassandraAccountsStore(session, schema),
     probes: createCassandraProbes(session, schema),
