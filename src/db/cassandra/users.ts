@@ -112,6 +112,21 @@ export function createCassandraUsersStore(session: Session, schema: Schema, { id
     }
   }
 
+  /**
+   * Up to `limit` users from `state` on, and the paging state after them (undefined at the end). Deleted rows
+   * (their event not relayed yet) are skipped, and as many more read, so a page is as full as without them.
+   */
+  async function fill(limit: number, state: Buffer | undefined, opts?: CallOptions) {
+    const users: User[] = [];
+    let next = state;
+    do {
+      const rs = await scanPage(limit - users.length, next, opts);
+      users.push(...usersOf(rs.rows));
+      next = rs.rows.length === 0 ? undefined : pageStateOf(rs);
+    } while (users.length < limit && next !== undefined);
+    return { users, next };
+  }
+
   async function insertOne(user: User, opts?: CallOptions): Promise<void> {
     // A lightweight transaction, like updates. Write timestamps come from the Cassandra nodes, so a plain INSERT
     // that a frozen coordinator applies late (after the driver retried it elsewhere and we acknowledged it) would
@@ -268,12 +283,11 @@ export function createCassandraUsersStore(session: Session, schema: Schema, { id
 
     async list({ limit, cursor }, opts) {
       const state = cursor === undefined ? undefined : pagingCursor.state(cursor);
-      const rs = await scanPage(limit, state, opts);
-      const items = usersOf(rs.rows);
-      let next = pageStateOf(rs);
+      const { users: items, next: more } = await fill(limit, state, opts);
+      let next = more;
       // Cassandra returns a paging state whenever a page is full, even when nothing follows. One cheap read of a
       // single row tells, so a cursor is handed out only when more rows exist.
-      if (next !== undefined && (await scanPage(1, next, opts)).rows.length === 0) next = undefined;
+      if (next !== undefined && (await fill(1, next, opts)).users.length === 0) next = undefined;
       return { items, nextCursor: next === undefined ? null : pagingCursor.of(next) };
     },
 
@@ -283,14 +297,13 @@ export function createCassandraUsersStore(session: Session, schema: Schema, { id
       // One fetch per page, only when the consumer asks for the next one: a slow consumer slows the reads, and a
       // consumer that stops (return(), or the signal) leaves no request behind.
       while (remaining > 0 && !signal?.aborted) {
-        const rs = await scanPage(Math.min(fetchSize, remaining), state, { deadline });
-        const users = usersOf(rs.rows);
-        if (users.length > 0) {
-          remaining -= users.length;
-          yield users;
+        const page = await fill(Math.min(fetchSize, remaining), state, { deadline });
+        if (page.users.length > 0) {
+          remaining -= page.users.length;
+          yield page.users;
         }
-        state = pageStateOf(rs);
-        if (state === undefined || rs.rows.length === 0) return;
+        state = page.next;
+        if (state === undefined) return;
       }
     },
   };

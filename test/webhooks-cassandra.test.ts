@@ -1,0 +1,85 @@
+/**
+ * Webhooks on a real Cassandra 2.1 node and a real Redis (the job queue), with a real local HTTP receiver
+ * (docs/webhooks.md, "Cassandra"): the webhooks contract (test/webhooks.contract.ts), then what is particular to
+ * Cassandra's events: a deleted user's row leaves once its event is relayed, a pointer whose write never applied
+ * is dropped after the grace period, and every pointer of a relayed event is gone. Skipped without Java, except
+ * under CI=true.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { types } from 'cassandra-driver';
+import type { FastifyInstance } from 'fastify';
+import { dayOf, shardOf } from '../src/db/cassandra/user-events.ts';
+import { uuidv7 } from '../src/platform/lib/uuid.ts';
+import { userBody } from './support/app.ts';
+import { exitWhenDone, skipReason, startBackend, type TestBackend } from './support/backends.ts';
+import { waitFor } from './jobs-support.ts';
+import { webhooksContract } from './webhooks.contract.ts';
+import { WEBHOOK_TEST_ENV } from './webhooks-support.ts';
+
+exitWhenDone();
+
+const skip = skipReason('cassandra');
+const ctx = {} as { backend: TestBackend; app: FastifyInstance };
+/** A request timeout of 1 s makes the grace period of a pointer without its event 2 s. */
+const ENV = { ...WEBHOOK_TEST_ENV, CASSANDRA_REQUEST_TIMEOUT_MS: '1000' };
+
+describe('webhooks on Cassandra', { skip }, () => {
+  before(async () => {
+    ctx.backend = await startBackend('cassandra');
+    ctx.app = await ctx.backend.startApp(ENV);
+  });
+  after(async () => {
+    await ctx.app?.close();
+    await ctx.backend?.destroy();
+  });
+
+  const { rx, register } = webhooksContract(() => ctx);
+  const inject = (method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, payload?: unknown) =>
+    ctx.app.inject({ method, url, ...(payload === undefined ? {} : { payload: payload as object }) });
+  const pointers = async () => ctx.backend.direct('SELECT shard, day, event_id, user_id FROM {ks}.outbox_pending');
+  const row = async (id: string) => (await ctx.backend.direct('SELECT id, deleted_at, events FROM {ks}.users WHERE id = ?', [id]))[0];
+
+  describe('events in the row', () => {
+    test('a deleted user reads as absent at once, and its row leaves once its user.deleted is relayed', async () => {
+      await register('/rows', ['user.deleted']);
+      const user = (await inject('POST', '/users', userBody())).json<{ id: string }>();
+      assert.equal((await inject('DELETE', `/users/${user.id}`)).statusCode, 204);
+      assert.equal((await inject('GET', `/users/${user.id}`)).statusCode, 404);
+      assert.ok(!(await inject('GET', '/users?limit=1000')).json<{ items: { id: string }[] }>().items.some((u) => u.id === user.id));
+      await waitFor(() => rx().received.some((r) => r.path === '/rows' && JSON.parse(r.body).data.id === user.id), 15_000);
+      await waitFor(async () => (await row(user.id)) === undefined, 10_000);
+      await waitFor(async () => !(await pointers()).some((p) => String(p.user_id) === user.id), 10_000);
+    });
+
+    test('a relayed event leaves its row and its pointer; the user stays as written', async () => {
+      const user = (await inject('POST', '/users', userBody())).json<{ id: string }>();
+      await inject('PATCH', `/users/${user.id}`, { age: 44 });
+      await waitFor(async () => (await row(user.id))?.events == null, 10_000);
+      assert.equal((await row(user.id))?.deleted_at, null);
+      assert.equal((await inject('GET', `/users/${user.id}`)).json<{ age: number }>().age, 44);
+      await waitFor(async () => !(await pointers()).some((p) => String(p.user_id) === user.id), 10_000);
+    });
+
+    test('a pointer whose write never applied is dropped after the grace period, and relays nothing', async () => {
+      await register('/orphans');
+      const kept = (await inject('POST', '/users', userBody())).json<{ id: string }>();
+      await waitFor(async () => (await row(kept.id))?.events == null, 10_000);
+      const absent = uuidv7();
+      const old = new Date(Date.now() - 10_000);
+      const orphans = [absent, kept.id].map((userId) => ({ userId, eventId: types.TimeUuid.fromDate(old) }));
+      for (const o of orphans) {
+        await ctx.backend.direct('INSERT INTO {ks}.outbox_pending (shard, day, event_id, user_id) VALUES (?, ?, ?, ?)',
+          [shardOf(o.userId), dayOf(old.getTime()), o.eventId, o.userId]);
+      }
+      await waitFor(async () => !(await pointers()).some((p) => orphans.some((o) => o.eventId.equals(p.event_id as types.TimeUuid))), 15_000);
+      assert.equal(await row(absent), undefined, 'no row made for the missing user');
+      assert.equal((await inject('GET', `/users/${kept.id}`)).statusCode, 200);
+      assert.ok(!rx().received.some((r) => orphans.some((o) => o.eventId.toString() === r.id)), 'nothing delivered for them');
+    });
+  });
+
+  test('every pointer is gone once its event is relayed', async () => {
+    await waitFor(async () => (await pointers()).length === 0, 20_000);
+  });
+});
