@@ -88,7 +88,9 @@ export function createCassandraOutbox(session: Session, schema: Schema, o: Cassa
       lastAcquire = now;
       const free = [...Array(OUTBOX_SHARDS).keys()].filter((s) => !held.has(s));
       await fanOut(free, async (s) => {
-        if ((await exec(ACQUIRE, [owner, s], shardOpts(s))).first()?.get('[applied]') !== true) return;
+        const row = (await exec(ACQUIRE, [owner, s], shardOpts(s))).first();
+        // Not applied, but ours: the driver sent it twice and the first copy won.
+        if (row?.get('[applied]') !== true && !(row?.get('owner') as types.Uuid | null)?.equals(owner)) return;
         held.set(s, now);
         const low = (await exec(LOW_DAY, [s], { kind: 'read', keys: [intKey(s)] })).first()?.get('low_day') as number | null;
         lowDay.set(s, low ?? dayOf(now) - FIRST_DAYS);
