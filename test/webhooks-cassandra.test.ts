@@ -79,6 +79,24 @@ describe('webhooks on Cassandra', { skip }, () => {
     });
   });
 
+  test('a pointer that lands late, below where the relay had read, is still taken within the grace period', async () => {
+    await register('/late', ['user.created']);
+    const first = (await inject('POST', '/users', userBody())).json<{ id: string }>();
+    // Relayed: the relay has read that shard's day past it.
+    await waitFor(() => rx().received.some((r) => r.path === '/late' && JSON.parse(r.body).data.id === first.id), 15_000);
+    await new Promise((r) => setTimeout(r, 500));
+    // A write whose pointer and row land now with an event id a second old (a slow writer): as users.ts writes them.
+    const at = new Date(Date.now() - 1000);
+    const id = uuidv7();
+    const eventId = types.TimeUuid.fromDate(at);
+    const data = { id, name: 'late', email: 'late@example.com', age: 3, created_at: at.toISOString(), updated_at: at.toISOString() };
+    await ctx.backend.direct('INSERT INTO {ks}.outbox_pending (shard, day, event_id, user_id) VALUES (?, ?, ?, ?)',
+      [shardOf(id), dayOf(at.getTime()), eventId, id]);
+    await ctx.backend.direct('INSERT INTO {ks}.users (id, name, email, age, created_at, updated_at, events) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      [id, 'late', 'late@example.com', 3, at, at, { [eventId.toString()]: JSON.stringify({ type: 'user.created', occurredAt: at.toISOString(), data, traceparent: null }) }]);
+    await waitFor(() => rx().received.some((r) => r.path === '/late' && r.id === eventId.toString()), 15_000);
+  });
+
   test('every pointer is gone once its event is relayed', async () => {
     await waitFor(async () => (await pointers()).length === 0, 20_000);
   });

@@ -56,7 +56,7 @@ export function createCassandraOutbox(session: Session, schema: Schema, o: Cassa
   const RELEASE = `UPDATE ${ks}.outbox_shards SET owner = null WHERE shard = ? IF owner = ?`;
   const LOW_DAY = `SELECT low_day FROM ${ks}.outbox_shards WHERE shard = ?`;
   const SET_LOW_DAY = `UPDATE ${ks}.outbox_shards SET low_day = ? WHERE shard = ? IF owner = ?`;
-  const POINTERS = `SELECT event_id, user_id FROM ${ks}.outbox_pending WHERE shard = ? AND day = ? LIMIT ?`;
+  const POINTERS = `SELECT event_id, user_id FROM ${ks}.outbox_pending WHERE shard = ? AND day = ? AND event_id >= ? LIMIT ?`;
   const DROP_POINTER = `DELETE FROM ${ks}.outbox_pending WHERE shard = ? AND day = ? AND event_id = ? AND user_id = ?`;
   const ROW = `SELECT created_at, deleted_at, events FROM ${ks}.users WHERE id = ?`;
   const REMOVE_ROW = `DELETE FROM ${ks}.users WHERE id = ? IF deleted_at = ?`;
@@ -69,6 +69,17 @@ export function createCassandraOutbox(session: Session, schema: Schema, o: Cassa
   /** Shards held, with when their lease was last taken or renewed; their oldest day with pointers. */
   const held = new Map<number, number>();
   const lowDay = new Map<number, number>();
+  /**
+   * Per shard and day, the event id below which this relay has settled every pointer: where its next read of that
+   * day starts, so it does not walk the tombstones of the pointers it removed on every take (2.1 abandons a read
+   * that meets 100,000). Sound because a pointer is written before its change, within one request timeout of its
+   * event id's time: one that is not visible after the grace period (two timeouts, clock skew within one) belongs to
+   * a write that failed. Kept in memory: a new relay reads each day from its start once.
+   */
+  const floors = new Map<string, types.TimeUuid>();
+  /** A timeuuid below every one of the millisecond `ms` and later, whatever their other bits. */
+  const below = (ms: number) => types.TimeUuid.fromDate(new Date(ms - 1));
+  const EARLIEST = below(1);
   let lastAcquire = -Infinity;
   let shardsMade = false;
 
@@ -99,14 +110,26 @@ export function createCassandraOutbox(session: Session, schema: Schema, o: Cassa
     return [...held.keys()];
   }
 
-  /** Up to `max` pointers of `shard`, oldest day first; moves its oldest day past empty ones (yesterday stays). */
-  async function pointersOf(shard: number, max: number): Promise<Pointer[]> {
-    const today = dayOf(Date.now());
+  /**
+   * Up to `max` pointers of `shard`, oldest day first, each day from its floor; moves the shard's oldest day past
+   * empty ones (yesterday stays). `read` collects, per day read, what the floor may become once the take settles.
+   */
+  async function pointersOf(shard: number, max: number, read: Map<string, number>): Promise<Pointer[]> {
+    const now = Date.now();
+    const today = dayOf(now);
     const out: Pointer[] = [];
     for (let day = lowDay.get(shard)!; day <= today && out.length < max; day++) {
-      const rs = await exec(POINTERS, [shard, day, max - out.length], { kind: 'read', keys: [pointerPartition(shard, day)] });
-      for (const r of rs.rows) out.push({ shard, day, eventId: r.get('event_id') as types.TimeUuid, userId: String(r.get('user_id')) });
-      // A day before yesterday with no pointer gets none any more (writers' clocks are not a day apart).
+      const limit = max - out.length;
+      const from = floors.get(`${shard}:${day}`) ?? EARLIEST;
+      const rs = await exec(POINTERS, [shard, day, from, limit], { kind: 'read', keys: [pointerPartition(shard, day)] });
+      const ps = rs.rows.map((r): Pointer => ({ shard, day, eventId: r.get('event_id') as types.TimeUuid, userId: String(r.get('user_id')) }));
+      out.push(...ps);
+      // Pointers from here on may still come; and a read cut short by its limit did not see past its last one.
+      let floor = now - GRACE_MS;
+      if (ps.length === limit) floor = Math.min(floor, ps[ps.length - 1]!.eventId.getDate().getTime());
+      read.set(`${shard}:${day}`, floor);
+      // A day before yesterday with no pointer from its floor on gets none any more (writers' clocks are not a
+      // day apart), and every one below the floor is settled.
       if (rs.rows.length === 0 && day === lowDay.get(shard) && day < today - 1) {
         lowDay.set(shard, day + 1);
         await exec(SET_LOW_DAY, [day + 1, shard, owner], shardOpts(shard));
@@ -164,8 +187,12 @@ export function createCassandraOutbox(session: Session, schema: Schema, o: Cassa
       const shards = await leases();
       if (shards.length === 0) return 0;
       const per = Math.max(1, Math.ceil(max / shards.length));
-      const pointers = (await Promise.all(shards.map((s) => pointersOf(s, per)))).flat();
-      if (pointers.length === 0) return 0;
+      const read = new Map<string, number>();
+      const pointers = (await Promise.all(shards.map((s) => pointersOf(s, per, read)))).flat();
+      if (pointers.length === 0) {
+        for (const [k, ms] of read) floors.set(k, below(ms));
+        return 0;
+      }
       const byUser = new Map<string, Pointer[]>();
       for (const p of pointers) (byUser.get(p.userId) ?? byUser.set(p.userId, []).get(p.userId)!).push(p);
       const found = await fanOut([...byUser], ([userId, ps]) => inspect(userId, ps));
@@ -176,6 +203,15 @@ export function createCassandraOutbox(session: Session, schema: Schema, o: Cassa
         await relay(events);
       }
       await fanOut(found, settle);
+      // A pointer left unsettled (its write may still be under way) keeps the floor of its day at or below it.
+      for (const f of found) {
+        for (const p of byUser.get(f.userId)!) {
+          const k = `${p.shard}:${p.day}`;
+          const settled = p.eventId.toString() in f.row.events || f.stale.includes(p);
+          if (!settled && read.has(k)) read.set(k, Math.min(read.get(k)!, p.eventId.getDate().getTime()));
+        }
+      }
+      for (const [k, ms] of read) floors.set(k, below(ms));
       // Pointers still waiting for their write (young, no event yet) are not counted: a take of only those is short.
       return events.length + found.reduce((n, f) => n + f.stale.length, 0);
     },
