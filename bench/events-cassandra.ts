@@ -6,6 +6,8 @@
  * so it enqueues nothing). Rounds alternate, off then on.
  *
  *   npx tsx bench/events-cassandra.ts [creates per latency round=300] [seconds per rate round=5] [rounds=2] [clients=50]
+ *
+ * NO_RELAY=1 measures the write path alone (the events stay in the rows).
  */
 import { loadavg } from 'node:os';
 import { openCassandra } from '../src/db/cassandra/index.ts';
@@ -50,7 +52,7 @@ const open = (events: boolean) => openCassandra({
 const off = await open(false);
 const on = await open(true);
 const jobs = { enqueue: async () => {} } as unknown as JobsStore;
-const relay = startRelay({ outbox: on.outbox, webhooks: on.webhooks, jobs, maxAttempts: 1, pollMs: 1000, log: quiet });
+const relay = process.env.NO_RELAY ? { stop: async () => {} } : startRelay({ outbox: on.outbox, webhooks: on.webhooks, jobs, maxAttempts: 1, pollMs: 1000, log: quiet });
 try {
   for (const b of [off, on]) await latency(b, (x) => x.users.create(body())); // warm-up: prepared statements, schema
   for (let r = 1; r <= ROUNDS; r++) {
