@@ -2,8 +2,11 @@
  * Webhooks on a real Cassandra 2.1 node and a real Redis (the job queue), with a real local HTTP receiver
  * (docs/webhooks.md, "Cassandra"): the webhooks contract (test/webhooks.contract.ts), then what is particular to
  * Cassandra's events: a deleted user's row leaves once its event is relayed, a pointer whose write never applied
- * is dropped after the grace period, and every pointer of a relayed event is gone. Skipped without Java, except
- * under CI=true.
+ * is dropped after the grace period, and every pointer of a relayed event is gone; then the crash contract
+ * (test/webhooks-crash.contract.ts) on a node and a Redis of its own: 1,000 acknowledged creates under a SIGKILL of
+ * the server (CI-sized: Cassandra creates are Paxos rounds on one small node; WEBHOOK_CRASH_CREATES sets the
+ * count), each delivered as its user.created event, the restarted server taking the dead one's relay shards over
+ * once their leases expire. Skipped without Java, except under CI=true.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -15,6 +18,7 @@ import { userBody } from './support/app.ts';
 import { exitWhenDone, skipReason, startBackend, type TestBackend } from './support/backends.ts';
 import { waitFor } from './jobs-support.ts';
 import { webhooksContract } from './webhooks.contract.ts';
+import { webhooksCrashContract } from './webhooks-crash.contract.ts';
 import { WEBHOOK_TEST_ENV } from './webhooks-support.ts';
 
 exitWhenDone();
@@ -104,5 +108,16 @@ describe('webhooks on Cassandra', { skip }, () => {
 
   test('every pointer is gone once its event is relayed', async () => {
     await waitFor(async () => (await pointers()).length === 0, 20_000);
+  });
+});
+
+let crashBackend: TestBackend;
+describe('webhooks crash on Cassandra', { skip }, () => {
+  webhooksCrashContract({
+    total: 1_000,
+    start: async () => { crashBackend = await startBackend('cassandra'); },
+    stop: () => crashBackend.destroy(),
+    env: () => crashBackend.env,
+    storedIds: async () => new Set(await crashBackend.allIds()),
   });
 });

@@ -1,6 +1,6 @@
 /**
  * The issue's "done when" for events (docs/webhooks.md), run by each backend's file (test/webhooks-crash.test.ts,
- * test/webhooks-cassandra-crash.test.ts): creates acknowledged by a real server process that is SIGKILLed in the
+ * test/webhooks-cassandra.test.ts): creates acknowledged by a real server process that is SIGKILLed in the
  * middle of the load (and of the deliveries), then restarted on the same database, each reach the receiver as a
  * `user.created` event, none missing. Every user the database holds (the acknowledged ones, and any committed whose
  * answer the kill swallowed) has exactly one event id; duplicates at the receiver carry the same id, so a receiver
