@@ -1,5 +1,6 @@
 /**
- * Opens the Cassandra backend: the driver session, the schema, and the users repository on top.
+ * Opens the Cassandra backend: the driver session, the schema, and on top the users repository, the accounts,
+ * the events outbox and the webhooks store (docs/webhooks.md), all on the one session.
  *
  * The service must start while Cassandra is down (reporting not ready) and recover by itself, so when the first
  * attempt to reach the cluster and create the schema fails for lack of a reachable cluster, it is retried in the
