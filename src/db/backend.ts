@@ -41,9 +41,9 @@ export interface Backend {
   readonly jobs?: JobsStore;
   /** Bulk imports (docs/bulk.md). */
   readonly bulk: BulkStore;
-  /** Users events and webhook endpoints (docs/webhooks.md). Absent on Cassandra for now. */
-  readonly outbox?: OutboxStore;
-  readonly webhooks?: WebhooksStore;
+  /** Users events and webhook endpoints (docs/webhooks.md). */
+  readonly outbox: OutboxStore;
+  readonly webhooks: WebhooksStore;
   /** Closes every pool and session the backend opened. */
   close(): Promise<void>;
 }
@@ -59,7 +59,9 @@ export async function openBackend(config: Config, deps: BackendDeps): Promise<Ba
   if (config.cassandra) {
     // Loaded only when chosen: cassandra-driver alone is a tenth of a PostgreSQL start-up (docs/startup.md).
     const { openCassandra } = await import('./cassandra/index.ts');
-    const cassandra = await openCassandra({ ...config.cassandra, idempotencyTtlS: config.idempotencyTtlS, ...deps });
+    const cassandra = await openCassandra({
+      ...config.cassandra, idempotencyTtlS: config.idempotencyTtlS, events: config.webhooks.events, ...deps,
+    });
     // The job queue is in Redis, not Cassandra (docs/jobs.md); config.ts refuses CASSANDRA_HOSTS without REDIS_URL.
     const { openRedisJobs } = await import('./redis/jobs.ts');
     const jobs = openRedisJobs({ url: config.redisUrl!, log: deps.log });

@@ -1,7 +1,8 @@
 /**
  * The storage interfaces of events and webhooks (docs/webhooks.md): the outbox the users adapters write each
- * change's event into, in the same transaction as the change, and the registered endpoints with their delivery
- * attempts. The PostgreSQL adapters are src/db/postgres/outbox.ts and src/db/postgres/webhooks.ts.
+ * change's event into, atomically with the change, and the registered endpoints with their delivery attempts.
+ * The adapters: src/db/postgres/outbox.ts and webhooks.ts (the event in the change's transaction);
+ * src/db/cassandra/outbox-take.ts and webhooks.ts (the event in the user's row, by the change's conditional write).
  */
 import type { CallOptions } from './users-store.ts';
 

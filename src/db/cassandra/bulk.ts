@@ -12,7 +12,7 @@
 import { types } from 'cassandra-driver';
 import { errors } from '../../platform/errors.ts';
 import { importIdPrefix, type BulkStore } from '../bulk-store.ts';
-import { idKey } from './users.ts';
+import { idKey } from './users-rows.ts';
 import { USERS_COLUMNS, type Schema } from './schema.ts';
 import type { Session } from './session.ts';
 

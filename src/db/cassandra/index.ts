@@ -1,5 +1,6 @@
 /**
- * Opens the Cassandra backend: the driver session, the schema, and the users repository on top.
+ * Opens the Cassandra backend: the driver session, the schema, and on top the users repository, the accounts,
+ * the events outbox and the webhooks store (docs/webhooks.md), all on the one session.
  *
  * The service must start while Cassandra is down (reporting not ready) and recover by itself, so when the first
  * attempt to reach the cluster and create the schema fails for lack of a reachable cluster, it is retried in the
@@ -13,10 +14,13 @@ import { rethrowMapped, runWhenReachable } from '../when-reachable.ts';
 import { createCassandraAccountsStore } from './accounts.ts';
 import { createCassandraBulkStore } from './bulk.ts';
 import { toAppError } from './errors.ts';
+import { createCassandraOutbox } from './outbox-take.ts';
 import { createCassandraProbes } from './probes.ts';
 import { createSchema } from './schema.ts';
 import { createSession } from './session.ts';
+import { eventsSignal } from './user-events.ts';
 import { createCassandraUsersStore } from './users.ts';
+import { createCassandraWebhooksStore } from './webhooks.ts';
 
 /** An idempotency key's default lifetime. */
 const DAY_S = 86_400;
@@ -24,6 +28,8 @@ const DAY_S = 86_400;
 export interface CassandraOptions extends CassandraConfig {
   /** Seconds an Idempotency-Key is remembered. Default one day. */
   idempotencyTtlS?: number;
+  /** Record users events (docs/webhooks.md). Default on. */
+  events?: boolean;
   log: { info(msg: string): void; warn(obj: object, msg: string): void };
   onQuery?: QueryObserver;
 }
@@ -67,9 +73,15 @@ export async function openCassandra(opts: CassandraOptions): Promise<Backend> {
     await session.close();
     throw err;
   }
+  const signal = eventsSignal();
+  const requestTimeoutMs = opts.requestTimeoutMs ?? CASSANDRA_DEFAULTS.requestTimeoutMs;
   return {
     name: 'cassandra',
-    users: createCassandraUsersStore(session, schema, { idempotencyTtlS: opts.idempotencyTtlS ?? DAY_S }),
+    users: createCassandraUsersStore(session, schema, {
+      idempotencyTtlS: opts.idempotencyTtlS ?? DAY_S, events: opts.events === false ? undefined : signal,
+    }),
+    outbox: createCassandraOutbox(session, schema, { requestTimeoutMs, signal }),
+    webhooks: createCassandraWebhooksStore(session, schema),
     // On the same session: one set of connections, one close.
     accounts: createCassandraAccountsStore(session, schema),
     probes: createCassandraProbes(session, schema),

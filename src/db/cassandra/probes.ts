@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { BackendProbes } from '../backend.ts';
 import type { Schema } from './schema.ts';
 import type { Session } from './session.ts';
-import { idKey } from './users.ts';
+import { idKey } from './users-rows.ts';
 
 /** `sleep`: the pause between the cheap real reads it is made of (Cassandra has no server-side sleep). */
 const SLEEP_STEP_MS = 20;

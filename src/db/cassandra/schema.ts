@@ -1,6 +1,7 @@
 /**
- * The Cassandra schema: the keyspace, the `users` table and the accounts tables (src/db/cassandra/accounts.ts),
- * created at start when missing, never dropped or altered.
+ * The Cassandra schema: the keyspace, the `users` table, the accounts tables (src/db/cassandra/accounts.ts) and
+ * the events and webhooks tables (docs/webhooks.md), created at start when missing, never dropped. The one
+ * alteration: a `users` table made before events existed gets their two columns added (ALTER TABLE ... ADD).
  *
  * Only CQL that Cassandra 2.1 through 5.0 all accept: no table options (compression, read repair and compaction
  * keep the server's defaults), no types newer than 2.1. An existing keyspace keeps its replication whatever the
@@ -20,6 +21,25 @@ export interface Replication {
 /** The columns this build reads and writes, with their CQL types. */
 export const USERS_COLUMNS = {
   id: 'uuid', name: 'text', email: 'text', age: 'int', created_at: 'timestamp', updated_at: 'timestamp',
+} as const;
+
+/**
+ * What a users row carries besides the user (src/db/cassandra/user-events.ts): the events of its changes not yet
+ * relayed, written by the change's own conditional write, and the time of a delete whose event is pending (the row
+ * reads as absent; the relay removes it once the event is relayed).
+ */
+export const USERS_EVENT_COLUMNS = { events: 'map<timeuuid, text>', deleted_at: 'timestamp' } as const;
+
+/** The events relay's tables (src/db/cassandra/outbox-take.ts) and the webhook endpoints (webhooks.ts). */
+export const EVENTS_TABLES = {
+  /** A pointer to each event written, written before the change: where the relay finds rows with events. */
+  outbox_pending: 'shard int, day int, event_id timeuuid, user_id uuid, PRIMARY KEY ((shard, day), event_id, user_id)',
+  /** One row per shard of `outbox_pending`: the relay holding it (a lease that expires) and the oldest day to read. */
+  outbox_shards: 'shard int, owner uuid, low_day int, PRIMARY KEY (shard)',
+  /** Every endpoint in one partition (they are few), in id (creation) order. */
+  webhooks: 'shard int, id text, url text, events list<text>, secret text, created_at timestamp, PRIMARY KEY (shard, id)',
+  webhook_deliveries: 'webhook_id text, seq timeuuid, event_id text, event_type text, attempt int, status_code int, '
+    + 'error text, at timestamp, PRIMARY KEY (webhook_id, seq)',
 } as const;
 
 /**
@@ -96,12 +116,17 @@ export function createSchema(session: Session, replication: Replication): Schema
         : `{'class': 'NetworkTopologyStrategy', '${session.options.localDc.replace(/'/g, "''")}': ${replication.factor}}`;
       await ddl(`CREATE KEYSPACE IF NOT EXISTS "${keyspace}" WITH replication = ${options}`);
     }
+    const users = { ...USERS_COLUMNS, ...USERS_EVENT_COLUMNS };
     if (!(await client.metadata.getTable(keyspace, 'users'))) {
-      const columns = Object.entries(USERS_COLUMNS).map(([name, type]) => `${name} ${type}`).join(', ');
+      const columns = Object.entries(users).map(([name, type]) => `${name} ${type}`).join(', ');
       await ddl(`CREATE TABLE IF NOT EXISTS "${keyspace}".users (${columns}, PRIMARY KEY (id))`);
     }
     await checkColumns('users', Object.keys(USERS_COLUMNS));
-    for (const [name, body] of Object.entries({ ...ACCOUNTS_TABLES, idempotency_keys: IDEMPOTENCY_TABLE })) {
+    const have = new Set(((await client.metadata.getTable(keyspace, 'users'))?.columns ?? []).map((c) => c.name));
+    for (const [name, type] of Object.entries(USERS_EVENT_COLUMNS)) {
+      if (!have.has(name)) await ddl(`ALTER TABLE "${keyspace}".users ADD ${name} ${type}`);
+    }
+    for (const [name, body] of Object.entries({ ...ACCOUNTS_TABLES, idempotency_keys: IDEMPOTENCY_TABLE, ...EVENTS_TABLES })) {
       if (!(await client.metadata.getTable(keyspace, name))) await ddl(`CREATE TABLE IF NOT EXISTS "${keyspace}".${name} (${body})`);
       await checkColumns(name, body.slice(0, body.indexOf(', PRIMARY KEY')).split(', ').map((column) => column.split(' ')[0]!));
     }

@@ -6,7 +6,6 @@ import fp from 'fastify-plugin';
 import { Counter } from 'prom-client';
 import type { WebhooksStore } from '../../db/events-store.ts';
 import type { JobsConfig, WebhooksConfig } from '../../platform/config.ts';
-import { errors } from '../../platform/errors.ts';
 import type { JobDefinition } from '../../platform/jobs/runner.ts';
 import { attempt, type AttemptOutcome } from './deliver.ts';
 import { DELIVER_KIND, startRelay, type DeliveryPayload, type Relay } from './relay.ts';
@@ -74,13 +73,12 @@ export default fp<WebhooksPluginOptions>(
         else if (last) deliveries.inc({ event_type: eventType, outcome: 'failed' });
       },
     };
-    const store = () => app.backend.webhooks ?? (() => { throw errors.unavailable('no webhooks on this backend'); })();
-    app.jobs.define(deliveryJob(store, config, count));
+    app.jobs.define(deliveryJob(() => app.backend.webhooks, config, count));
 
     let relay: Relay | undefined;
     app.addHook('onReady', async () => {
       const { outbox, webhooks, jobs } = app.backend;
-      if (jobsConfig.role === 'api' || !outbox || !webhooks || !jobs) return;
+      if (jobsConfig.role === 'api' || !jobs) return;
       relay = startRelay({ outbox, webhooks, jobs, maxAttempts: config.maxAttempts, pollMs: config.outboxPollMs, log: app.log });
     });
     app.addHook('onClose', async () => { await relay?.stop(); });

@@ -44,7 +44,6 @@ export interface WebhooksRoutesOptions {
 }
 
 const webhooksRoutes: FastifyPluginAsyncTypebox<WebhooksRoutesOptions> = async (app, { config }) => {
-  const store = () => app.backend.webhooks ?? (() => { throw errors.unavailable('no webhooks on this backend'); })();
 
   app.post('/webhooks', {
     schema: {
@@ -55,7 +54,7 @@ const webhooksRoutes: FastifyPluginAsyncTypebox<WebhooksRoutesOptions> = async (
   }, async (request, reply) => {
     const url = checkedUrl(request.body.url, config);
     const secret = `whsec_${randomBytes(32).toString('base64')}`;
-    const hook = await store().create({ url, events: request.body.events, secret }, request);
+    const hook = await app.backend.webhooks.create({ url, events: request.body.events, secret }, request);
     return reply.code(201).header('location', `/webhooks/${hook.id}`).send({ ...presentWebhook(hook), secret: hook.secret });
   });
 
@@ -64,7 +63,7 @@ const webhooksRoutes: FastifyPluginAsyncTypebox<WebhooksRoutesOptions> = async (
       tags, summary: 'List webhook endpoints (without their secrets)',
       response: { 200: WebhookList, ...errorResponses(401, 403, ...DB_ERRORS) },
     },
-  }, async (request) => (await store().list(request)).map(presentWebhook));
+  }, async (request) => (await app.backend.webhooks.list(request)).map(presentWebhook));
 
   app.delete('/webhooks/:id', {
     schema: {
@@ -72,7 +71,7 @@ const webhooksRoutes: FastifyPluginAsyncTypebox<WebhooksRoutesOptions> = async (
       response: { 204: Type.Null({ description: 'Deleted, or there was none' }), ...errorResponses(400, 401, 403, ...DB_ERRORS) },
     },
   }, async (request, reply) => {
-    await store().remove(idOf(request.params.id), request);
+    await app.backend.webhooks.remove(idOf(request.params.id), request);
     return reply.code(204).send(null);
   });
 
@@ -82,7 +81,7 @@ const webhooksRoutes: FastifyPluginAsyncTypebox<WebhooksRoutesOptions> = async (
       response: { 200: DeliveryList, ...errorResponses(400, 401, 403, 404, ...DB_ERRORS) },
     },
   }, async (request) => {
-    const found = await store().deliveries(idOf(request.params.id), request.query.limit, request);
+    const found = await app.backend.webhooks.deliveries(idOf(request.params.id), request.query.limit, request);
     if (!found) throw errors.webhookNotFound();
     return found.map(presentDelivery);
   });
