@@ -469,7 +469,9 @@ export function storageContract(name: BackendName, setup: () => Promise<Contract
         t0 = performance.now();
         await rejectsWith(probes.sleep(5, { deadline: t0 + 300 }), 'TIMEOUT');
         const waited = performance.now() - t0;
-        assert.ok(waited >= 280 && waited < 1500, `answered after ${waited} ms`);
+        // Not much before the deadline either. On Cassandra an idempotent read's attempt gets half the time left
+        // (src/db/cassandra/session.ts), so the last read of the sleep may be cut a little early (CI: 274 ms).
+        assert.ok(waited >= 240 && waited < 1500, `answered after ${waited} ms`);
         for (let i = 0; i < 100 && !observed.slice(from).some((o) => o.kind === 'timeout'); i++) await sleep(20);
         assert.ok(observed.slice(from).some((o) => o.kind === 'timeout'), 'the timed-out call is observed as a timeout');
         assert.ok(observed.some((o) => o.kind === undefined && o.seconds >= 0), 'successful calls are observed too');
@@ -523,14 +525,16 @@ export function storageContract(name: BackendName, setup: () => Promise<Contract
       } else {
         test('under load: nothing ever waits for a connection', async () => {
           const calls = Array.from({ length: 50 }, () => probes.sleep(0.3));
-          const seen: number[] = [];
+          // The first sample with all 50 just issued; then every 10 ms, as often as a loaded machine allows (CI at
+          // load 9 got 4 in 300 ms).
+          const seen: number[] = [probes.pools().users.waiting];
           const sampler = setInterval(() => seen.push(probes.pools().users.waiting), 10);
           try {
             await Promise.all(calls);
           } finally {
             clearInterval(sampler);
           }
-          assert.ok(seen.length > 5, `${seen.length} samples`);
+          assert.ok(seen.length >= 3, `${seen.length} samples`);
           assert.deepEqual([...new Set(seen)], [0]);
         });
       }
