@@ -43,8 +43,14 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 
   }
 }
 
-const stateIs = (app: FastifyInstance, state: string) =>
-  until(`replica ${state}`, async () => { const r = await replicaHealth(app); return r.state === state ? r : undefined; });
+const stateIs = (app: FastifyInstance, state: string, ms?: number) =>
+  until(`replica ${state}`, async () => { const r = await replicaHealth(app); return r.state === state ? r : undefined; }, ms);
+
+/**
+ * The unpolled apps' poll period: long enough that a stopped replica is found out by a failed read within a test.
+ * Their one probe at start can fail on a loaded machine (CI at load 9); the next comes a period later.
+ */
+const UNPOLLED_POLL_MS = 60_000;
 
 async function listedIds(app: FastifyInstance, headers: Record<string, string> = {}): Promise<string[]> {
   const res = await app.inject({ method: 'GET', url: '/users?limit=10000', headers });
@@ -107,8 +113,8 @@ describe('read replicas on a real streaming replica', () => {
     // The schema the apps created reaches the replica before any read there, and before the unpolled apps take
     // their one measurement.
     await replica.caughtUp();
-    unpolled = await startApp(db.primaryUrl, env(3_600_000, 60_000));
-    unpolledStream = await startApp(db.primaryUrl, env(3_600_000, 60_000));
+    unpolled = await startApp(db.primaryUrl, env(3_600_000, UNPOLLED_POLL_MS));
+    unpolledStream = await startApp(db.primaryUrl, env(3_600_000, UNPOLLED_POLL_MS));
   });
 
   after(async () => {
@@ -214,7 +220,7 @@ describe('read replicas on a real streaming replica', () => {
   test('stopped replica: reads fall back to the primary with no error, and it serves again once back', async () => {
     await replica.caughtUp();
     for (const app of [unpolled, unpolledStream]) {
-      await stateIs(app, 'up');
+      await stateIs(app, 'up', UNPOLLED_POLL_MS + 15_000);
       await listedIds(app); // its pool holds a connection to the replica now
     }
     await replica.stop();
