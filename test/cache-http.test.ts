@@ -51,14 +51,12 @@ describe('users cache over HTTP (PostgreSQL, CACHE_MODE=memory)', () => {
     const uncached = await tb.startApp({ CACHE_MODE: 'off' });
     t.after(() => uncached.close());
     const u = await create();
-    const fresh = async () => {
-      const res = await uncached.inject({ url: `/users/${u.id}` });
+    const answer = async (from: FastifyInstance) => {
+      const res = await from.inject({ url: `/users/${u.id}` });
       return { body: res.body, etag: res.headers.etag, type: res.headers['content-type'], length: res.headers['content-length'] };
     };
-    const cached = async () => {
-      const res = await app.inject({ url: `/users/${u.id}` });
-      return { body: res.body, etag: res.headers.etag, type: res.headers['content-type'], length: res.headers['content-length'] };
-    };
+    const fresh = () => answer(uncached);
+    const cached = () => answer(app);
     const before = await fresh();
     assert.equal(before.type, 'application/json; charset=utf-8');
     assert.deepEqual(await cached(), before, 'the first read');
