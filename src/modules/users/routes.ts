@@ -51,12 +51,14 @@ function createOptions(request: FastifyRequest): CreateOptions {
  */
 const serialized = new WeakMap<object, { json: string; etag: string }>();
 const JSON_TYPE = 'application/json; charset=utf-8';
+const pageEtag = (_items: unknown, json: string) => bodyEtag(json);
 
-function serializedOnce(reply: FastifyReply, value: object, etagOf: (json: string) => string): { json: string; etag: string } {
+/** `etagOf` is a function made once (no closure per request: a hit allocates nothing here). */
+function serializedOnce<T extends object>(reply: FastifyReply, value: T, etagOf: (value: T, json: string) => string): { json: string; etag: string } {
   let body = serialized.get(value);
   if (body === undefined) {
     const json = reply.serialize(value) as string;
-    body = { json, etag: etagOf(json) };
+    body = { json, etag: etagOf(value, json) };
     serialized.set(value, body);
   }
   return body;
@@ -123,7 +125,7 @@ const usersRoutes: FastifyPluginAsyncTypebox<UsersRoutesOptions> = async (app, {
       reply.header('link', `<${next}>; rel="next"`).header('x-next-cursor', page.nextCursor);
     }
     // Requests that shared one read share its page object, and so its JSON.
-    const body = serializedOnce(reply, page.items, bodyEtag);
+    const body = serializedOnce(reply, page.items, pageEtag);
     setValidators(reply, body.etag, caching);
     if (noneMatch(request.headers['if-none-match'], body.etag)) return reply.code(304).send(null);
     return reply.type(JSON_TYPE).send(body.json as never);
@@ -154,7 +156,7 @@ const usersRoutes: FastifyPluginAsyncTypebox<UsersRoutesOptions> = async (app, {
   }, async (request, reply) => {
     const user = await users.get(request.params.id, request);
     // A hit of the users cache returns the cached object: its body and tag were made by the first request.
-    const body = serializedOnce(reply, user, () => userEtag(user));
+    const body = serializedOnce(reply, user, userEtag);
     setValidators(reply, body.etag, caching);
     if (noneMatch(request.headers['if-none-match'], body.etag)) return reply.code(304).send(null);
     return reply.type(JSON_TYPE).send(body.json as never);
