@@ -41,6 +41,8 @@ export interface CacheStageOptions {
   /** A fresh `Authorization: Bearer ...` header value's token, logged in by the bench account. */
   token: () => Promise<string>;
   log: (m: string) => void;
+  /** Only the hot case with CACHE_MODE=memory and its peer (`--cache-hot`): the hit path's A/B. */
+  hotOnly?: boolean;
 }
 
 const IDS_FILE = '/tmp/bench-cache-ids.txt';
@@ -92,15 +94,16 @@ export async function measureCache(o: CacheStageOptions): Promise<CacheResults> 
 
   try {
     await fresh();
-    const hotRedis = await spate('hot, CACHE_MODE=redis', mode('redis'), 'cache-zipf.lua');
+    const hotRedis = o.hotOnly ? undefined : await spate('hot, CACHE_MODE=redis', mode('redis'), 'cache-zipf.lua');
     const hotMemory = await spate('hot, CACHE_MODE=memory', mode('memory'), 'cache-zipf.lua');
     const [peer] = await compare(o.kit, {
       scenario: 'get_by_id', duration: o.duration, connections: o.connections, subjects: [], peers: ['fastify-raw'],
       wrkScript: join(REPO, 'bench', 'wrk', 'cache-zipf.lua'), env: loadEnv(),
     });
     runs.push({ ...peer!, name: 'hot, fastify-raw (reads the database each time)' });
-    target('hot (Zipf), CACHE_MODE=redis >= 2x fastify-raw', hotRedis, peer!, 2);
+    if (hotRedis) target('hot (Zipf), CACHE_MODE=redis >= 2x fastify-raw', hotRedis, peer!, 2);
     target('hot (Zipf), CACHE_MODE=memory >= 2x fastify-raw', hotMemory, peer!, 2);
+    if (o.hotOnly) return { runs, targets };
 
     // REDIS_URL serves more than the cache (below): the Redis layer's own cost on misses is its ratio to off on the
     // same deployment, REDIS_URL set; the ratio to off without Redis is printed beside it.

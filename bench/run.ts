@@ -12,6 +12,8 @@
  *   npm run bench -- --profile get_by_id            CPU profile of Spate under load: top self-time functions
  *   npm run bench -- --scenarios get_by_id --repeat 3 --no-stream --no-workers --no-micro --no-write
  *   npm run bench -- --scenarios '' --no-stream --no-workers --no-micro --no-write   the users cache's stage only
+ *                   [--cache-hot]                   ... only its hot case: CACHE_MODE=memory against fastify-raw, for A/B runs
+ *   npm run bench -- --profile cache_zipf           CPU profile of the cache's hot case (Zipf ids, cache hits)
  *   npm run bench -- --soak --soak-duration 10m       the soak (bench/soak.ts): RSS, fds, latency over time
  *
  * DATABASE_URL must be a scratch database: the bench migrates it, seeds a million users, inserts more in the
@@ -62,6 +64,8 @@ const { values: opt } = parseArgs({
     'no-micro': { type: 'boolean', default: false },
     /** The users cache's targets (bench/cache-stage.ts). */
     'no-cache': { type: 'boolean', default: false },
+    /** The cache stage's hot case only (CACHE_MODE=memory against the peer): a quick A/B of the hit path. */
+    'cache-hot': { type: 'boolean', default: false },
     /** The job queue stage (bench/jobs.ts): `--jobs` runs it alone, `--no-jobs` leaves it out. */
     jobs: { type: 'boolean', default: false },
     'no-jobs': { type: 'boolean', default: false },
@@ -131,12 +135,14 @@ async function writeIds(): Promise<void> {
   }
 }
 
-/** The wrk script of a scenario: the kit's, or this repository's list-mixed.lua for `list_mixed`. */
+/** The wrk scripts of this repository that `--profile` takes by name; any other scenario is the kit's. */
+const OWN_SCRIPTS: Record<string, string> = { list_mixed: 'list-mixed.lua', cache_zipf: 'cache-zipf.lua' };
 const scriptOf = (kit: string, scenario: string) =>
-  (scenario === 'list_mixed' ? join(REPO, 'bench', 'wrk', 'list-mixed.lua') : join(kit, 'wrk', `${scenario}.lua`));
+  (OWN_SCRIPTS[scenario] ? join(REPO, 'bench', 'wrk', OWN_SCRIPTS[scenario]) : join(kit, 'wrk', `${scenario}.lua`));
 
 /**
- * `--profile <scenario>` (get_by_id, list, create or list_mixed): Spate under wrk with --cpu-prof, on the path
+ * `--profile <scenario>` (get_by_id, list, create, list_mixed, or cache_zipf: the cache stage's hot load, which
+ * reads the ids the cache stage wrote, /tmp/bench-cache-ids.txt): Spate under wrk with --cpu-prof, on the path
  * `--auth` names; prints where the main thread's time went. `--node-flags` adds flags such as `--trace-gc`.
  */
 async function profile(kit: string, scenario: string, account: BenchAccount, env: NodeJS.ProcessEnv, duration: number): Promise<void> {
@@ -386,7 +392,7 @@ async function bench(): Promise<void> {
 
   if (!opt['no-cache']) {
     const cache = await staged('cache', isOurs, () => measureCache({
-      kit, env, duration, connections: results.connections, port: PORT, logDir, log,
+      kit, env, duration, connections: results.connections, port: PORT, logDir, log, hotOnly: opt['cache-hot'],
       token: () => freshAccessToken(env, PORT, join(logDir, 'spate-login.log'), account.password),
     }));
     writeFileSync(join(logDir, 'cache.json'), JSON.stringify(cache, null, 2));

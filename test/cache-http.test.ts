@@ -46,6 +46,30 @@ describe('users cache over HTTP (PostgreSQL, CACHE_MODE=memory)', () => {
     assert.notEqual(changed.headers.etag, etag);
   });
 
+  test('a hit sends the body and ETag kept beside the cached user: the serializer\'s bytes, renewed with the entry', async (t) => {
+    // The same database without the cache serializes every answer afresh: the reference bytes.
+    const uncached = await tb.startApp({ CACHE_MODE: 'off' });
+    t.after(() => uncached.close());
+    const u = await create();
+    const answer = async (from: FastifyInstance) => {
+      const res = await from.inject({ url: `/users/${u.id}` });
+      return { body: res.body, etag: res.headers.etag, type: res.headers['content-type'], length: res.headers['content-length'] };
+    };
+    const fresh = () => answer(uncached);
+    const cached = () => answer(app);
+    const before = await fresh();
+    assert.equal(before.type, 'application/json; charset=utf-8');
+    assert.deepEqual(await cached(), before, 'the first read');
+    assert.deepEqual(await cached(), before, 'a hit');
+    await app.inject({ method: 'PATCH', url: `/users/${u.id}`, payload: { name: 'Renamed' } });
+    const after = await fresh();
+    assert.notEqual(after.body, before.body);
+    assert.deepEqual(await cached(), after, 'after a write: the new entry\'s body and tag');
+    assert.deepEqual(await cached(), after, 'and its hits');
+    await app.inject({ method: 'POST', url: '/cache/clear' });
+    assert.deepEqual(await cached(), after, 'after a clear');
+  });
+
   test('list pages: an ETag of the page; 304 while it holds, 200 once a user is added', async () => {
     await create();
     const page = await app.inject({ url: '/users?limit=10000' });

@@ -103,6 +103,22 @@ describe('users cache (memory layer, PostgreSQL)', () => {
     assert.equal(byBytes.get('huge'), undefined, 'larger than the whole budget: not stored');
   });
 
+  test('a hit moves its entry back unless it is among the last quarter inserted: it outlives 3/4 of maxEntries insertions', () => {
+    const later = performance.now() + 60_000;
+    const layer = new MemoryLayer<number>(8, 1 << 20);
+    for (let i = 0; i < 8; i++) layer.set(`k${i}`, i, 1, later);
+    assert.equal(layer.get('k0'), 0, 'k0 is the oldest: the hit moves it to the back');
+    for (let i = 0; i < 6; i++) layer.set(`x${i}`, i, 1, later);
+    assert.equal(layer.get('k0'), 0, 'k0 survived 6 insertions after its hit');
+    for (let i = 1; i <= 6; i++) assert.equal(layer.get(`k${i}`), undefined, `k${i} was evicted, least recently used`);
+    // A hit on an entry among the last quarter (2 of 8) inserted does not move it, and it still outlives 6.
+    layer.set('h', 0, 1, later);
+    layer.set('y', 0, 1, later);
+    assert.equal(layer.get('h'), 0);
+    for (let i = 0; i < 6; i++) layer.set(`z${i}`, i, 1, later);
+    assert.equal(layer.get('h'), 0, 'six insertions (3/4 of 8) after its hit, h is still there');
+  });
+
   test('read-your-writes: after an update or a delete returns, this instance never serves the old value', async () => {
     const { users } = make();
     const u = await users.create(person(3));

@@ -6,8 +6,13 @@ import type { Page, User } from '../../db/users-store.ts';
 
 /** A rough count of the bytes of one cached user beyond its strings. */
 const USER_OVERHEAD_BYTES = 200;
+/**
+ * The JSON body and ETag GET /users/{id} keeps beside a cached user while it lives (src/modules/users/routes.ts):
+ * its name and email once more (one byte a character) and about this much for the rest.
+ */
+const BODY_BYTES = 250;
 
-export const userBytes = (u: User): number => 2 * (u.name.length + u.email.length) + USER_OVERHEAD_BYTES;
+export const userBytes = (u: User): number => 3 * (u.name.length + u.email.length) + USER_OVERHEAD_BYTES + BODY_BYTES;
 export const bytesOfPage = (page: Page): number => page.items.reduce((n, u) => n + userBytes(u), 0);
 
 const revive = (o: Record<string, unknown>): User =>

@@ -3,10 +3,10 @@
  * (params, query, body, every response status) that drives validation, serialization and the OpenAPI document.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { errors } from '../../platform/errors.ts';
 import { Type } from 'typebox';
-import type { Expected, User, UsersStore } from '../../db/users-store.ts';
+import type { Expected, UsersStore } from '../../db/users-store.ts';
 import { DB_ERRORS, errorResponses } from '../../platform/http/error-schemas.ts';
 import {
   BatchCreated, IdParams, ListQuery, UserCreate, UserList, UserPublic, UserUpdate, batchCreate, batchCreateDocumented,
@@ -42,8 +42,27 @@ function createOptions(request: FastifyRequest): CreateOptions {
 }
 
 
-/** The JSON of list pages and its ETag by page, while a page lives (see GET /users). */
-const serializedPages = new WeakMap<readonly User[], { json: string; etag: string }>();
+/**
+ * The JSON and ETag of a body by the object it was serialized from, while that object lives: a list page that
+ * requests shared, or a user the users cache serves to every hit until the entry is invalidated (a write, a
+ * message from another instance, the TTL: each brings a new object, so its body is serialized anew). Serialized
+ * once with the route's 200 schema, as Fastify would, then sent as it is (a JSON string, which the typed `send`
+ * does not expect). Cached objects are never changed in place (src/modules/cache/cached-users.ts).
+ */
+const serialized = new WeakMap<object, { json: string; etag: string }>();
+const JSON_TYPE = 'application/json; charset=utf-8';
+const pageEtag = (_items: unknown, json: string) => bodyEtag(json);
+
+/** `etagOf` is a function made once (no closure per request: a hit allocates nothing here). */
+function serializedOnce<T extends object>(reply: FastifyReply, value: T, etagOf: (value: T, json: string) => string): { json: string; etag: string } {
+  let body = serialized.get(value);
+  if (body === undefined) {
+    const json = reply.serialize(value) as string;
+    body = { json, etag: etagOf(value, json) };
+    serialized.set(value, body);
+  }
+  return body;
+}
 
 // Conditional headers are described, not schema'd: a headers schema would strip every other header (Ajv's
 // removeAdditional, src/platform/http/validation.ts).
@@ -105,17 +124,11 @@ const usersRoutes: FastifyPluginAsyncTypebox<UsersRoutesOptions> = async (app, {
       const next = `/users?limit=${limit}&cursor=${page.nextCursor}`;
       reply.header('link', `<${next}>; rel="next"`).header('x-next-cursor', page.nextCursor);
     }
-    // Requests that shared one read share its page object, and so its JSON: serialized once (with the route's
-    // 200 schema, as Fastify would), then sent as it is (a JSON string, which the typed `send` does not expect).
-    let body = serializedPages.get(page.items);
-    if (body === undefined) {
-      const json = reply.serialize(page.items) as string;
-      body = { json, etag: bodyEtag(json) };
-      serializedPages.set(page.items, body);
-    }
+    // Requests that shared one read share its page object, and so its JSON.
+    const body = serializedOnce(reply, page.items, pageEtag);
     setValidators(reply, body.etag, caching);
     if (noneMatch(request.headers['if-none-match'], body.etag)) return reply.code(304).send(null);
-    return reply.type('application/json; charset=utf-8').send(body.json as never);
+    return reply.type(JSON_TYPE).send(body.json as never);
   });
 
   app.post('/users/batch', {
@@ -142,10 +155,11 @@ const usersRoutes: FastifyPluginAsyncTypebox<UsersRoutesOptions> = async (app, {
     },
   }, async (request, reply) => {
     const user = await users.get(request.params.id, request);
-    const etag = userEtag(user);
-    setValidators(reply, etag, caching);
-    if (noneMatch(request.headers['if-none-match'], etag)) return reply.code(304).send(null);
-    return user;
+    // A hit of the users cache returns the cached object: its body and tag were made by the first request.
+    const body = serializedOnce(reply, user, userEtag);
+    setValidators(reply, body.etag, caching);
+    if (noneMatch(request.headers['if-none-match'], body.etag)) return reply.code(304).send(null);
+    return reply.type(JSON_TYPE).send(body.json as never);
   });
 
   for (const method of ['PUT', 'PATCH'] as const) {
