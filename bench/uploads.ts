@@ -1,10 +1,12 @@
 /**
  * The upload scenario (docs/uploads.md): 1 GB (10^9 bytes) sent to a production Spate over loopback with
  * tus-js-client streaming a file from disk, as users upload; then by a plain HTTP client in 256 MiB PATCHes
- * (the server's share without the client library's), and the same with `Upload-Checksum: sha256` on each (the
- * checksum extension's cost: hashing and staging before the append), back to back. Reports MB/s
+ * (the server's share without the client library's), the same with `Upload-Checksum: sha256` on each (the
+ * checksum extension's cost: hashing and staging before the append), and by curl in one PATCH (a client that
+ * is not Node, when curl is installed: what the server takes when the client costs least), back to back. Reports MB/s
  * (10^6 bytes) against the 200 MB/s target and the server's RSS growth (VmRSS sampled every 10 ms).
  */
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
@@ -92,6 +94,25 @@ async function rawUpload(baseUrl: string, apiKey: string, file: string, bytes: n
   }
 }
 
+/** POST, then the whole file in one PATCH streamed by `curl -T`. */
+async function curlUpload(baseUrl: string, apiKey: string, file: string, bytes: number): Promise<void> {
+  const tus = { 'tus-resumable': '1.0.0', 'x-api-key': apiKey };
+  const made = await call(`${baseUrl}/uploads`, 'POST', { ...tus, 'upload-length': String(bytes) });
+  if (made.status !== 201) throw new Error(`POST /uploads answered ${made.status}`);
+  const headers = { ...tus, 'upload-offset': '0', 'content-type': 'application/offset+octet-stream' };
+  // `Expect:` with no value: curl would otherwise wait for a 100 Continue before sending the body.
+  const args = ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '-H', 'expect:', '-X', 'PATCH', '-T', file];
+  for (const [name, value] of Object.entries(headers)) args.push('-H', `${name}: ${value}`);
+  args.push(`${baseUrl}${String(made.headers.location)}`);
+  const curl = spawn('curl', args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  let status = '';
+  curl.stdout.on('data', (d) => (status += d));
+  const code = await new Promise<number | null>((resolve, reject) => { curl.once('error', reject); curl.once('exit', resolve); });
+  if (code !== 0 || status !== '204') throw new Error(`curl PATCH answered ${status} (exit ${code})`);
+}
+
+const hasCurl = () => spawnSync('curl', ['--version'], { stdio: 'ignore' }).status === 0;
+
 export async function measureUploads(
   env: NodeJS.ProcessEnv,
   apiKey: string,
@@ -109,6 +130,8 @@ export async function measureUploads(
     ['plain HTTP client, 256 MiB PATCHes', () => rawUpload(spate.baseUrl, apiKey, file, o.bytes)],
     ['plain HTTP client, 256 MiB PATCHes with Upload-Checksum: sha256', () => rawUpload(spate.baseUrl, apiKey, file, o.bytes, digests)],
   ];
+  if (hasCurl()) runs.push(['curl -T, one PATCH', () => curlUpload(spate.baseUrl, apiKey, file, o.bytes)]);
+  else o.log('curl not found: the upload by curl is skipped');
   const results: UploadResult[] = [];
   try {
     // Warm-up: the route compiled and the page cache holding the source file.

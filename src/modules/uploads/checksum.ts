@@ -29,6 +29,12 @@ export interface Checksum {
   digest: Buffer;
 }
 
+/**
+ * Read size of the staged body's copy into the upload: 1 MiB reads instead of the default 64 KiB make a sixteenth of
+ * the chunks and buffers (sha256 PATCHes of 1 GB: 155, 186, 127 MB/s against 115, 138, 130; docs/uploads.md).
+ */
+const STAGED_READ_BYTES = 1024 * 1024;
+
 const HEADER = /^([A-Za-z0-9-]+) ([A-Za-z0-9+/]+={0,2})$/;
 
 /**
@@ -99,7 +105,7 @@ export class ChecksumFileStore extends FileStore {
       });
       await pipeline(readable, hashing, createWriteStream(staged));
       if (!timingSafeEqual(hash.digest(), checksum.digest)) throw errors.checksumMismatch();
-      return await super.write(createReadStream(staged), id, offset);
+      return await super.write(createReadStream(staged, { highWaterMark: STAGED_READ_BYTES }), id, offset);
     } finally {
       await rm(staged, { force: true });
     }
