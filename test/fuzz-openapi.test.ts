@@ -70,8 +70,14 @@ const body = fc.oneof(
   fc.constant({ __proto__: { admin: true }, constructor: { prototype: { x: 1 } } }),
 );
 
-/** A path segment as a client would send it; a lone surrogate (no UTF-8 form) as the bytes a broken client sends. */
+/**
+ * A path segment as a client would send it; a lone surrogate (no UTF-8 form) as the bytes a broken client sends.
+ * `.` and `..` are dot-segments, which every client removes from a path (RFC 3986, 5.2.4): sent as they are they
+ * name another resource (`/webhooks/./deliveries` is `/webhooks/deliveries`, whose GET is a 405), so an id that
+ * is one goes percent-encoded, as it would have to.
+ */
 function encoded(segment: string): string {
+  if (segment === '.' || segment === '..') return segment.replace(/\./g, '%2E');
   try {
     return encodeURIComponent(segment);
   } catch {

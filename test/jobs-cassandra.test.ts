@@ -14,7 +14,7 @@ import { loadConfig } from '../src/platform/config.ts';
 import type { JobsStore } from '../src/platform/jobs/store.ts';
 import { ADMIN, authEnv, bearer, createAccount, login } from './support/auth.ts';
 import { exitWhenDone, skipReason, startBackend, type TestBackend } from './support/backends.ts';
-import { assertJobMetrics, waitFor } from './jobs-support.ts';
+import { assertJobMetrics, finishedJobMetrics, waitFor } from './jobs-support.ts';
 
 const skip = skipReason('cassandra');
 exitWhenDone();
@@ -109,7 +109,8 @@ describe('jobs on Cassandra + Redis', { skip }, () => {
     const bad = (await jobs.enqueue({ kind: 'm-bad', maxAttempts: 2 }))!;
     await jobs.enqueue({ kind: 'm-nobody' });
     await waitFor(async () => (await jobs.get(ok.id))!.state === 'succeeded' && (await jobs.get(bad.id))!.state === 'failed');
-    const text = (await app.inject({ method: 'GET', url: '/metrics/prometheus', headers: bearer(admin) })).body;
+    const text = await finishedJobMetrics(async () =>
+      (await app.inject({ method: 'GET', url: '/metrics/prometheus', headers: bearer(admin) })).body);
     assertJobMetrics(text);
   });
 });

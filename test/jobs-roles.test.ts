@@ -12,7 +12,7 @@ import { buildApp } from '../src/app.ts';
 import type { JobDefinition } from '../src/platform/jobs/runner.ts';
 import { testConfig } from './support/app.ts';
 import { createTestDatabase, type TestDatabase } from './support/postgres.ts';
-import { assertJobMetrics, waitFor } from './jobs-support.ts';
+import { assertJobMetrics, finishedJobMetrics, waitFor } from './jobs-support.ts';
 
 let db: TestDatabase;
 const apps: FastifyInstance[] = [];
@@ -93,7 +93,7 @@ test('metrics: outcomes per kind, queue latency and run time, queued and running
   const bad = (await store.enqueue({ kind: 'm-bad', maxAttempts: 2 }))!;
   await store.enqueue({ kind: 'm-nobody' });
   await waitFor(async () => (await store.get(ok.id))!.state === 'succeeded' && (await store.get(bad.id))!.state === 'failed');
-  const text = (await app.inject({ method: 'GET', url: '/metrics/prometheus' })).body;
+  const text = await finishedJobMetrics(async () => (await app.inject({ method: 'GET', url: '/metrics/prometheus' })).body);
   assertJobMetrics(text);
   await app.close();
 });

@@ -64,6 +64,19 @@ export async function waitFor<T>(check: () => T | Promise<T>, timeoutMs = 10_000
 }
 
 /**
+ * The Prometheus text once the metrics scenario's two outcomes are counted. The runner counts an outcome when its
+ * write has returned, which can be a moment after the store already shows the job finished (CI saw NaN).
+ */
+export async function finishedJobMetrics(scrape: () => Promise<string>): Promise<string> {
+  return waitFor(async () => {
+    const text = await scrape();
+    const counted = text.includes('jobs_finished_total{kind="m-ok",outcome="succeeded"} ')
+      && text.includes('jobs_finished_total{kind="m-bad",outcome="failed"} ');
+    return counted ? text : undefined;
+  });
+}
+
+/**
  * The job metrics in Prometheus `text` after the metrics scenario: one `m-ok` job succeeded, one `m-bad` job failed
  * twice (retried, then failed for good), one `m-nobody` job queued with no worker for its kind.
  */
