@@ -70,14 +70,8 @@ const body = fc.oneof(
   fc.constant({ __proto__: { admin: true }, constructor: { prototype: { x: 1 } } }),
 );
 
-/**
- * A path segment as a client would send it; a lone surrogate (no UTF-8 form) as the bytes a broken client sends.
- * `.` and `..` are dot-segments, which every client removes from a path (RFC 3986, 5.2.4): sent as they are they
- * name another resource (`/webhooks/./deliveries` is `/webhooks/deliveries`, whose GET is a 405), so an id that
- * is one goes percent-encoded, as it would have to.
- */
+/** A path segment as a client would send it; a lone surrogate (no UTF-8 form) as the bytes a broken client sends. */
 function encoded(segment: string): string {
-  if (segment === '.' || segment === '..') return segment.replace(/\./g, '%2E');
   try {
     return encodeURIComponent(segment);
   } catch {
@@ -104,7 +98,9 @@ async function fuzz(app: FastifyInstance, headers: Record<string, string>, t: { 
     }
     const queryNames = op.parameters.filter((p) => p.in === 'query').map((p) => p.name);
     await fc.assert(fc.asyncProperty(
-      fc.array(hostileString, { minLength: 1, maxLength: 1 }),
+      // Not `.` or `..`: dot-segments name another resource whatever their encoding (RFC 3986, 5.2.4, and 2.3:
+      // `%2E` is `.`), so `/webhooks/./deliveries` is `/webhooks/deliveries`, whose GET is a correct 405.
+      fc.array(hostileString.filter((s) => s !== '.' && s !== '..'), { minLength: 1, maxLength: 1 }),
       fc.dictionary(fc.constantFrom(...(queryNames.length ? queryNames : ['x'])), hostileString, { maxKeys: 3 }),
       fc.option(body, { nil: undefined }),
       fc.option(hostileString.filter((s) => /^[ -~]*$/.test(s)), { nil: undefined }),
