@@ -35,6 +35,24 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
+/**
+ * A free port other than `avoid`: the service's own HTTP port is not bound until after the database has started,
+ * so the kernel may well offer it (CI saw it: the service then failed with EADDRINUSE on its own PORT).
+ */
+async function freePortExcept(avoid: number | undefined): Promise<number> {
+  for (;;) {
+    const port = await freePort();
+    if (port !== avoid) return port;
+  }
+}
+
+export interface StartOptions {
+  /** A fixed port (tests restarting a server keep its URL); default: a free one. */
+  port?: number;
+  /** A port a free one must not be: the one the service is about to listen on. */
+  avoid?: number;
+}
+
 function loadCredentials(dir: string): Credentials {
   const file = join(dir, 'embedded-postgres.json');
   if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as Credentials;
@@ -72,8 +90,7 @@ function isAlive(pid: number): boolean {
 export async function startEmbeddedPostgres(
   dataDir: string,
   log: (line: string) => void,
-  /** A fixed port (tests restarting a server keep its URL); default: a free one. */
-  fixedPort?: number,
+  { port: fixedPort, avoid }: StartOptions = {},
 ): Promise<EmbeddedPostgres> {
   const dir = resolve(dataDir);
   // As root the server runs as another user, which must be able to reach the data directory.
@@ -90,7 +107,7 @@ export async function startEmbeddedPostgres(
 
   const lines: string[] = [];
   for (let attempt = 1; ; attempt++) {
-    const port = fixedPort ?? (await freePort());
+    const port = fixedPort ?? (await freePortExcept(avoid));
     const pg = new EmbeddedPostgresServer({
       databaseDir,
       user: creds.user,

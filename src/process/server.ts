@@ -33,7 +33,9 @@ async function startDatabase(
 ): Promise<{ config: Config; embedded: EmbeddedPostgres | undefined }> {
   if (config.databaseUrl || config.cassandra) return { config, embedded: undefined };
   log.info({ dataDir: config.dataDir }, 'starting embedded PostgreSQL');
-  const embedded = await startEmbeddedPostgres(config.dataDir, (line) => log.debug({ pg: line }, 'postgres'));
+  const embedded = await startEmbeddedPostgres(config.dataDir, (line) => log.debug({ pg: line }, 'postgres'), {
+    avoid: config.port,
+  });
   return { config: { ...config, databaseUrl: embedded.url }, embedded };
 }
 

@@ -51,7 +51,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   const dir = mkdtempSync(join(tmpdir(), 'spate-pg-'));
   chmodSync(dir, 0o755); // as root the server runs as the postgres user, which must reach the directory
   const port = await freePort();
-  let server: EmbeddedPostgres | undefined = await startEmbeddedPostgres(dir, () => {}, port);
+  let server: EmbeddedPostgres | undefined = await startEmbeddedPostgres(dir, () => {}, { port });
   const url = server.url;
   return {
     url,
@@ -62,7 +62,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
       server = undefined;
     },
     async startServer() {
-      server ??= await startEmbeddedPostgres(dir, () => {}, port);
+      server ??= await startEmbeddedPostgres(dir, () => {}, { port });
     },
     async destroy() {
       await server?.stop();
