@@ -3,6 +3,7 @@
  * database and real HTTP, with tus-js-client (the protocol's own client) in child processes streaming real files.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -326,6 +327,24 @@ describe('resuming across a server restart', () => {
       await server.stop();
       rmSync(restartDir, { recursive: true, force: true });
       rmSync(src.path);
+    }
+  });
+});
+
+describe('uploads and the rest of the process', () => {
+  // In a process of its own: the test runner keeps a promise hook on in this one.
+  test('once no upload request is in flight, no promise hook is left on (Node 20 would keep one for every request)', async () => {
+    const hooksDir = mkdtempSync(join(tmpdir(), 'spate-uploads-hooks-'));
+    try {
+      const child = spawnSync(process.execPath, ['--import', 'tsx', 'test/uploads-hooks-child.ts'], {
+        env: { PATH: process.env.PATH!, DATABASE_URL: ctx.db.url, UPLOADS_DIR: hooksDir }, encoding: 'utf8', timeout: 60_000,
+      });
+      assert.equal(child.status, 0, child.stderr);
+      assert.deepEqual(JSON.parse(child.stdout.trim().split('\n').pop()!), {
+        before: false, afterOne: false, afterTwoAtOnce: false, statuses: [201, 204, 201, 201, 204, 204],
+      });
+    } finally {
+      rmSync(hooksDir, { recursive: true, force: true });
     }
   });
 });
