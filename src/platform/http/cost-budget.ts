@@ -9,7 +9,7 @@
  * with the answer (sent or abandoned): the database read, serializing, compressing and buffering it are what a
  * large page costs, and a client that leaves early stops none of them by leaving.
  */
-import type { FastifyRequest } from 'fastify';
+import type { FastifyRequest, RouteOptions } from 'fastify';
 import fp from 'fastify-plugin';
 import { errors } from '../errors.ts';
 import { Budget } from '../lib/budget.ts';
@@ -30,6 +30,9 @@ export interface CostBudgetOptions {
   capacity: number;
 }
 
+/** A route's hooks, one or many, as a list. */
+const asArray = <T>(hooks: T | T[] | undefined): T[] => (hooks === undefined ? [] : Array.isArray(hooks) ? hooks : [hooks]);
+
 /** The "work is over" half of a counted request's release, called by the onSend hook. */
 const workDone = new WeakMap<FastifyRequest, () => void>();
 
@@ -37,29 +40,34 @@ export default fp<CostBudgetOptions>(async (app, { capacity }) => {
   const budget = capacity > 0 ? new Budget(capacity) : undefined;
   app.decorate('costBudget', budget);
   if (budget === undefined) return;
-  // preHandler: after validation, so the cost is read from a valid query.
-  app.addHook('preHandler', async (request, reply) => {
-    const cost = request.routeOptions.config.cost?.(request);
-    if (cost === undefined || cost <= 0) return;
-    // A client already gone is not served (src/platform/http/security.ts); its 'close' has fired, so the rows
-    // taken now would never come back.
-    if (request.clientGone?.aborted || reply.raw.destroyed) throw errors.timeout();
-    const release = budget.tryTake(cost);
-    if (release === undefined) throw errors.tooMuchInFlight();
-    // Given back once both are over: the work (the answer reached onSend, or the error did) and the connection's
-    // hold on the answer. A client that leaves early does not end the work done for it (a shared page read goes
-    // on for the others), so its leaving alone must not let the next page in.
-    let pending = 2;
-    const oneDone = () => { if (--pending === 0) release(); };
-    reply.raw.once('close', oneDone);
-    workDone.set(request, oneDone);
-  });
-  app.addHook('onSend', async (request, _reply, payload) => {
-    const done = workDone.get(request);
-    if (done !== undefined) {
-      workDone.delete(request);
-      done();
-    }
-    return payload;
+  // The hooks go on the counted routes only: every other request (a read by id, a cache hit) pays nothing for them.
+  app.addHook('onRoute', (route: RouteOptions) => {
+    const cost = route.config?.cost;
+    if (cost === undefined) return;
+    // preHandler: after validation, so the cost is read from a valid query.
+    route.preHandler = [...asArray(route.preHandler), async (request, reply) => {
+      const rows = cost(request);
+      if (rows <= 0) return;
+      // A client already gone is not served (src/platform/http/security.ts); its 'close' has fired, so the rows
+      // taken now would never come back.
+      if (request.clientGone?.aborted || reply.raw.destroyed) throw errors.timeout();
+      const release = budget.tryTake(rows);
+      if (release === undefined) throw errors.tooMuchInFlight();
+      // Given back once both are over: the work (the answer reached onSend, or the error did) and the connection's
+      // hold on the answer. A client that leaves early does not end the work done for it (a shared page read goes
+      // on for the others), so its leaving alone must not let the next page in.
+      let pending = 2;
+      const oneDone = () => { if (--pending === 0) release(); };
+      reply.raw.once('close', oneDone);
+      workDone.set(request, oneDone);
+    }];
+    route.onSend = [...asArray(route.onSend), async (request, _reply, payload) => {
+      const done = workDone.get(request);
+      if (done !== undefined) {
+        workDone.delete(request);
+        done();
+      }
+      return payload;
+    }];
   });
 }, { name: 'cost-budget' });
