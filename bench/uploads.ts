@@ -137,6 +137,9 @@ export async function measureUploads(
     // Warm-up: the route compiled and the page cache holding the source file.
     await tusUpload(spate.baseUrl, apiKey, file, Math.min(o.bytes, 64 * 1024 * 1024));
     for (const [client, run] of runs) {
+      // The previous case (or the source file) left up to a gigabyte of dirty pages: written back to disk during the
+      // next case, they would be measured as its slowness. Each case starts with them on disk.
+      spawnSync('sync');
       const baseline = rssOf(spate.pid);
       let peak = baseline;
       const sampler = setInterval(() => { peak = Math.max(peak, rssOf(spate.pid)); }, 10);
