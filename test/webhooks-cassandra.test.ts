@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { types } from 'cassandra-driver';
 import type { FastifyInstance } from 'fastify';
-import { dayOf, shardOf } from '../src/db/cassandra/user-events.ts';
+import { dayOf, OUTBOX_SHARDS, shardOf } from '../src/db/cassandra/user-events.ts';
 import { uuidv7 } from '../src/platform/lib/uuid.ts';
 import { userBody } from './support/app.ts';
 import { exitWhenDone, skipReason, startBackend, type TestBackend } from './support/backends.ts';
@@ -108,6 +108,27 @@ describe('webhooks on Cassandra', { skip }, () => {
 
   test('every pointer is gone once its event is relayed', async () => {
     await waitFor(async () => (await pointers()).length === 0, 20_000);
+  });
+
+  test('a write on an instance that relays nothing wakes the relay of another through Redis, not at its poll', async () => {
+    // Their relays look every minute (this file's app: every 200 ms), so only a wake-up delivers within seconds.
+    const slow = { ...ENV, OUTBOX_POLL_MS: '60000' };
+    await ctx.app.close(); // its relay hands its shards back
+    const worker = await ctx.backend.startApp({ ...slow, ROLE: 'worker' });
+    ctx.app = worker; // closed by after()
+    const api = await ctx.backend.startApp({ ...slow, ROLE: 'api' });
+    try {
+      const owners = async () => (await ctx.backend.direct('SELECT owner FROM {ks}.outbox_shards')).filter((r) => r.owner != null);
+      await waitFor(async () => (await owners()).length === OUTBOX_SHARDS, 20_000);
+      const hook = await api.inject({ method: 'POST', url: '/webhooks', payload: { url: rx().url('/wake'), events: ['user.created'] } });
+      assert.equal(hook.statusCode, 201, hook.body);
+      const t0 = performance.now();
+      const user = (await api.inject({ method: 'POST', url: '/users', payload: userBody() })).json<{ id: string }>();
+      await waitFor(() => rx().received.some((r) => r.path === '/wake' && JSON.parse(r.body).data.id === user.id), 15_000);
+      assert.ok(performance.now() - t0 < 15_000);
+    } finally {
+      await api.close();
+    }
   });
 });
 

@@ -8,6 +8,7 @@
 import type { Config } from '../platform/config.ts';
 import type { JobsStore } from '../platform/jobs/store.ts';
 import type { PoolStats, QueryObserver, ReplicaStats } from '../platform/probes.ts';
+import type { RedisLog } from '../platform/redis.ts';
 import type { AccountsStore } from './accounts-store.ts';
 import type { BulkStore } from './bulk-store.ts';
 import type { OutboxStore, WebhooksStore } from './events-store.ts';
@@ -49,7 +50,7 @@ export interface Backend {
 }
 
 export interface BackendDeps {
-  log: { info(msg: string): void; warn(obj: object, msg: string): void };
+  log: { info(msg: string): void; warn(obj: object, msg: string): void } & RedisLog;
   /** Told about every database call of every store (the metrics plugin's hook). */
   onQuery?: QueryObserver;
 }
@@ -60,7 +61,7 @@ export async function openBackend(config: Config, deps: BackendDeps): Promise<Ba
     // Loaded only when chosen: cassandra-driver alone is a tenth of a PostgreSQL start-up (docs/startup.md).
     const { openCassandra } = await import('./cassandra/index.ts');
     const cassandra = await openCassandra({
-      ...config.cassandra, idempotencyTtlS: config.idempotencyTtlS, events: config.webhooks.events, ...deps,
+      ...config.cassandra, idempotencyTtlS: config.idempotencyTtlS, events: config.webhooks.events, redisUrl: config.redisUrl, ...deps,
     });
     // The job queue is in Redis, not Cassandra (docs/jobs.md); config.ts refuses CASSANDRA_HOSTS without REDIS_URL.
     const { openRedisJobs } = await import('./redis/jobs.ts');

@@ -9,6 +9,7 @@
  */
 import { CASSANDRA_DEFAULTS, type CassandraConfig } from '../../platform/config.ts';
 import type { QueryObserver } from '../../platform/probes.ts';
+import type { RedisLog } from '../../platform/redis.ts';
 import type { Backend } from '../backend.ts';
 import { rethrowMapped, runWhenReachable } from '../when-reachable.ts';
 import { createCassandraAccountsStore } from './accounts.ts';
@@ -18,6 +19,7 @@ import { createCassandraOutbox } from './outbox-take.ts';
 import { createCassandraProbes } from './probes.ts';
 import { createSchema } from './schema.ts';
 import { createSession } from './session.ts';
+import { redisEventsSignal } from './events-signal.ts';
 import { eventsSignal } from './user-events.ts';
 import { createCassandraUsersStore } from './users.ts';
 import { createCassandraWebhooksStore } from './webhooks.ts';
@@ -30,8 +32,10 @@ export interface CassandraOptions extends CassandraConfig {
   idempotencyTtlS?: number;
   /** Record users events (docs/webhooks.md). Default on. */
   events?: boolean;
-  log: { info(msg: string): void; warn(obj: object, msg: string): void };
+  log: { info(msg: string): void; warn(obj: object, msg: string): void } & RedisLog;
   onQuery?: QueryObserver;
+  /** Redis to wake other instances' relays through (src/db/cassandra/events-signal.ts); without it, this one's only. */
+  redisUrl?: string;
 }
 
 const SCHEMA_RETRY_MS = 1000;
@@ -73,7 +77,7 @@ export async function openCassandra(opts: CassandraOptions): Promise<Backend> {
     await session.close();
     throw err;
   }
-  const signal = eventsSignal();
+  const signal = opts.redisUrl ? redisEventsSignal(opts.redisUrl, opts.log) : { ...eventsSignal(), close: async () => {} };
   const requestTimeoutMs = opts.requestTimeoutMs ?? CASSANDRA_DEFAULTS.requestTimeoutMs;
   return {
     name: 'cassandra',
@@ -88,7 +92,7 @@ export async function openCassandra(opts: CassandraOptions): Promise<Backend> {
     bulk: createCassandraBulkStore(session, schema),
     async close() {
       stopRetrying();
-      await session.close();
+      await Promise.all([session.close(), signal.close()]);
     },
   };
 }

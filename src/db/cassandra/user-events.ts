@@ -68,7 +68,7 @@ export function pointerPartition(shard: number, day: number): Buffer {
   return Buffer.concat([part(intKey(shard)), part(intKey(day))]);
 }
 
-/** Tells this process's relay that events were written: other instances' relays find them at their poll. */
+/** Tells this process's relay that events were written (and, with Redis, every instance's: events-signal.ts). */
 export interface EventsSignal {
   notify(): void;
   listen(fn: () => void): () => void;
