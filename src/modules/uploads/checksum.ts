@@ -8,6 +8,8 @@
  *
  * The expected digest reaches the store through AsyncLocalStorage: @tus/server calls `DataStore.write` with
  * the body alone, and the route runs the tus handler inside `withRequest` (src/modules/uploads/routes.ts).
+ *
+ * Both paths append to the upload through the store's own `append`, FileStore's write with a larger buffer.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
