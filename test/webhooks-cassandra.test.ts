@@ -110,7 +110,7 @@ describe('webhooks on Cassandra', { skip }, () => {
     await waitFor(async () => (await pointers()).length === 0, 20_000);
   });
 
-  test('a write on an instance that relays nothing wakes the relay of another through Redis, not at its poll', async () => {
+  test('a write on an instance that relays nothing wakes the relay of another through Redis, not at its poll; that relay keeps its shards', async () => {
     // Their relays look every minute (this file's app: every 200 ms), so only a wake-up delivers within seconds.
     const slow = { ...ENV, OUTBOX_POLL_MS: '60000' };
     await ctx.app.close(); // its relay hands its shards back
@@ -126,6 +126,11 @@ describe('webhooks on Cassandra', { skip }, () => {
       const user = (await api.inject({ method: 'POST', url: '/users', payload: userBody() })).json<{ id: string }>();
       await waitFor(() => rx().received.some((r) => r.path === '/wake' && JSON.parse(r.body).data.id === user.id), 15_000);
       assert.ok(performance.now() - t0 < 15_000);
+      // Past a lease's 10 s life with no write and a poll of a minute: the relay's takes still renewed its shards.
+      const holder = String((await owners())[0]!.owner);
+      await new Promise((r) => setTimeout(r, 12_000));
+      const held = await owners();
+      assert.deepEqual([held.length, new Set(held.map((r) => String(r.owner))).size, String(held[0]?.owner)], [OUTBOX_SHARDS, 1, holder]);
     } finally {
       await api.close();
     }

@@ -30,6 +30,11 @@ export interface OutboxStore {
   take(max: number, relay: (events: OutboxEvent[]) => Promise<void>): Promise<number>;
   /** Calls `onRecorded` soon after events commit (any instance); resolves once listening; returns the stop. */
   listen(onRecorded: () => void): Promise<() => Promise<void>>;
+  /**
+   * The longest a relay may wait between takes whatever its poll, when takes also keep something alive (Cassandra:
+   * the shards' leases, renewed by a take); undefined when nothing is.
+   */
+  readonly maxIdleMs?: number;
 }
 
 export interface Webhook {

@@ -182,6 +182,10 @@ export function createCassandraOutbox(session: Session, schema: Schema, o: Cassa
   }
 
   return {
+    // A take renews the leases once a third of their life has passed: one at least every quarter keeps them, so a
+    // relay polling less often than that (OUTBOX_POLL_MS) does not let its shards lapse between takes.
+    maxIdleMs: LEASE_MS / 4,
+
     async take(max, relay) {
       await awaitSchema(schema);
       const shards = await leases();

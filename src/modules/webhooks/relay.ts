@@ -60,6 +60,7 @@ export function startRelay(o: RelayOptions): Relay {
   let wake: (() => void) | undefined;
   let unlisten: (() => Promise<void>) | undefined;
   const stop = new AbortController();
+  const idleMs = Math.min(o.pollMs, o.outbox.maxIdleMs ?? Infinity);
 
   const kick = () => { kicked = true; wake?.(); };
 
@@ -88,7 +89,7 @@ export function startRelay(o: RelayOptions): Relay {
       if (full || stopped) continue;
       // Otherwise wait for a wake-up (one may have come during the take, for events it did not see) or the poll.
       if (!kicked) {
-        await Promise.race([new Promise<void>((r) => { wake = r; }), pause(o.pollMs)]);
+        await Promise.race([new Promise<void>((r) => { wake = r; }), pause(idleMs)]);
         wake = undefined;
       }
       // Under a stream of commits every one wakes the relay: gathering for a moment makes one take of many
