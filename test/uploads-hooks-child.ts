@@ -1,6 +1,6 @@
 /**
  * For test/uploads.test.ts, in a process of its own (the test runner keeps a promise hook on in its own): whether a
- * promise hook is on before, during and after upload requests, printed as one JSON line.
+ * promise hook is on before upload requests and after them (one, then two at once), printed as one JSON line.
  */
 import { executionAsyncId } from 'node:async_hooks';
 import { createHash } from 'node:crypto';

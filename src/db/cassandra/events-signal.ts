@@ -8,6 +8,7 @@
  * wake-up lost (Redis down, a subscription reconnecting) costs latency only: the poll still finds the event, and
  * every (re)subscription wakes the relays once, for what they may have missed.
  */
+import { oneInFlight } from '../../platform/lib/coalesce.ts';
 import { closeRedis, createRedis, keepSubscribed, type RedisLog } from '../../platform/redis.ts';
 import { eventsSignal, type EventsSignal } from './user-events.ts';
 
@@ -24,23 +25,12 @@ export function redisEventsSignal(url: string, log: RedisLog): SharedEventsSigna
   keepSubscribed(subscriber, CHANNEL, log, () => local.notify());
   subscriber.on('message', () => local.notify());
 
-  let sending = false;
-  let again = false;
-  const publish = () => {
-    sending = true;
-    again = false;
-    publisher.publish(CHANNEL, '')
-      .catch(() => {}) // the relays' poll covers a wake-up that could not be sent
-      .finally(() => {
-        sending = false;
-        if (again) publish();
-      });
-  };
+  // The relays' poll covers a wake-up that could not be sent.
+  const publish = oneInFlight(() => publisher.publish(CHANNEL, '').catch(() => {}));
   return {
     notify() {
       local.notify();
-      if (sending) again = true;
-      else publish();
+      publish();
     },
     listen: (fn) => local.listen(fn),
     async close() {

@@ -18,6 +18,7 @@ import type postgres from 'postgres';
 import type { PendingQuery, Row } from 'postgres';
 import type { EventType, OutboxEvent, OutboxStore } from '../events-store.ts';
 import type { Db } from './db.ts';
+import { oneInFlight } from '../../platform/lib/coalesce.ts';
 import { currentTraceparent } from '../../platform/tracing/context.ts';
 
 const CHANNEL = 'spate_outbox';
@@ -48,22 +49,8 @@ export function eventRecorder(enabled: boolean, userColumns: readonly string[]):
  * writes committed meanwhile, so a stream of writes costs a NOTIFY per round trip rather than one per write.
  */
 export function wakeRelays(db: Db): () => void {
-  let sending = false;
-  let again = false;
-  const send = () => {
-    sending = true;
-    again = false;
-    db.query((sql) => sql`SELECT pg_notify(${CHANNEL}, '')`)
-      .catch(() => {}) // the relays' poll covers a wake-up that could not be sent
-      .finally(() => {
-        sending = false;
-        if (again) send();
-      });
-  };
-  return () => {
-    if (sending) again = true;
-    else send();
-  };
+  // The relays' poll covers a wake-up that could not be sent.
+  return oneInFlight(() => db.query((sql) => sql`SELECT pg_notify(${CHANNEL}, '')`).catch(() => {}));
 }
 
 interface OutboxRow extends Row {

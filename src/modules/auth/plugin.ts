@@ -26,6 +26,7 @@ import { createTokenSigner } from './tokens.ts';
 import type { Config } from '../../platform/config.ts';
 import { errors } from '../../platform/errors.ts';
 import { ErrorBody } from '../../platform/http/error-schemas.ts';
+import { hookList } from '../../platform/http/route-hooks.ts';
 import type { LimitHook } from '../../platform/http/security.ts';
 
 declare module 'fastify' {
@@ -168,7 +169,7 @@ export default fp<AuthOptions>(
       if (rules.some((r) => r.access !== access || r.limit !== limit)) {
         throw new Error(`${methods.join(',')} ${route.url}: its methods fall under different policy rules; register them separately`);
       }
-      const own = toArray(route.onRequest);
+      const own = hookList(route.onRequest);
       // A HEAD route copied from its GET may arrive with our hook already in place.
       if (own.some((h) => (h as { name?: string }).name === 'spateAuth')) return;
       for (const method of methods) routes.push({ method, url: route.url, access, limit, explicit });
@@ -176,7 +177,7 @@ export default fp<AuthOptions>(
 
       const hooks = hooksFor(access, limit);
       route.onRequest = [hooks.onRequest, ...own] as RouteOptions['onRequest'];
-      if (hooks.preHandler) route.preHandler = [hooks.preHandler, ...toArray(route.preHandler)] as RouteOptions['preHandler'];
+      if (hooks.preHandler) route.preHandler = [hooks.preHandler, ...hookList(route.preHandler)] as RouteOptions['preHandler'];
       documentRoute(route, access, limit);
     });
 
@@ -215,10 +216,6 @@ export default fp<AuthOptions>(
   },
   { name: 'auth', dependencies: ['security', 'backend', 'jobs'] },
 );
-
-function toArray<T>(v: T | T[] | undefined): T[] {
-  return v === undefined ? [] : Array.isArray(v) ? [...v] : [v];
-}
 
 /** Adds the route's security requirement and its 401/403/429 answers to its OpenAPI entry. */
 function documentRoute(route: RouteOptions, access: Access, limit: LimitClass): void {

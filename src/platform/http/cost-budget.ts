@@ -13,6 +13,7 @@ import type { FastifyRequest, RouteOptions } from 'fastify';
 import fp from 'fastify-plugin';
 import { errors } from '../errors.ts';
 import { Budget } from '../lib/budget.ts';
+import { hookList } from './route-hooks.ts';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -30,9 +31,6 @@ export interface CostBudgetOptions {
   capacity: number;
 }
 
-/** A route's hooks, one or many, as a list. */
-const asArray = <T>(hooks: T | T[] | undefined): T[] => (hooks === undefined ? [] : Array.isArray(hooks) ? hooks : [hooks]);
-
 /** The "work is over" half of a counted request's release, called by the onSend hook. */
 const workDone = new WeakMap<FastifyRequest, () => void>();
 
@@ -45,7 +43,7 @@ export default fp<CostBudgetOptions>(async (app, { capacity }) => {
     const cost = route.config?.cost;
     if (cost === undefined) return;
     // preHandler: after validation, so the cost is read from a valid query.
-    route.preHandler = [...asArray(route.preHandler), async (request, reply) => {
+    route.preHandler = [...hookList(route.preHandler), async (request, reply) => {
       const rows = cost(request);
       if (rows <= 0) return;
       // A client already gone is not served (src/platform/http/security.ts); its 'close' has fired, so the rows
@@ -61,7 +59,7 @@ export default fp<CostBudgetOptions>(async (app, { capacity }) => {
       reply.raw.once('close', oneDone);
       workDone.set(request, oneDone);
     }];
-    route.onSend = [...asArray(route.onSend), async (request, _reply, payload) => {
+    route.onSend = [...hookList(route.onSend), async (request, _reply, payload) => {
       const done = workDone.get(request);
       if (done !== undefined) {
         workDone.delete(request);

@@ -40,9 +40,6 @@ function nextOf(parsed: Cron, from: Date): Date {
   return next;
 }
 
-/** The next time after `from` on `cron`'s schedule; throws on an expression croner cannot read. */
-export const nextRun = (cron: string, from: Date): Date => nextOf(parse(cron), from);
-
 export async function startScheduler(o: SchedulerOptions): Promise<Scheduler> {
   // Parsed once, before touching the database: a bad expression fails the start, not a tick, and a tick (every
   // second) does not parse again (it was 5.6% of the main thread's samples while uploads ran, docs/uploads.md).

@@ -149,3 +149,25 @@ export function singleFlight<A, V>(
     return shared;
   };
 }
+
+/**
+ * A signal sent by `send`, at most one in flight: a call while one is in flight asks for one more after it, however
+ * many such calls come, so a stream of calls costs a send per round trip rather than one each. `send` must not
+ * reject (a signal that could not be sent is the caller's to forget).
+ */
+export function oneInFlight(send: () => Promise<unknown>): () => void {
+  let sending = false;
+  let again = false;
+  const go = () => {
+    sending = true;
+    again = false;
+    void send().finally(() => {
+      sending = false;
+      if (again) go();
+    });
+  };
+  return () => {
+    if (sending) again = true;
+    else go();
+  };
+}
