@@ -1,6 +1,6 @@
-// Lint: the recommended JS and type-aware TypeScript rules, plus the layering of ARCHITECTURE.md (after
-// ../shared/STYLE.md, practices 1 and 12): imports point one way, process -> app -> modules -> db -> platform,
-// and nothing outside src/db/backend.ts reaches into a database adapter.
+// Lint: the recommended JS and type-aware TypeScript rules, plus the layering of ARCHITECTURE.md: imports point
+// one way, process -> app -> modules -> db -> platform, and nothing outside src/db/backend.ts reaches into a
+// database adapter.
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 

@@ -22,6 +22,7 @@ import { errors, isAppError } from '../../platform/errors.ts';
 import { importIdPrefix, importIdRange, type BulkStore } from '../bulk-store.ts';
 import { COPY_HEADER, COPY_TRAILER, ImportRowEncoder } from './copy-binary.ts';
 import { toAppError } from './errors.ts';
+import { COLUMNS } from './users.ts';
 
 export interface PostgresBulkOptions {
   url: string;
@@ -72,7 +73,7 @@ export function createPostgresBulkStore(opts: PostgresBulkOptions): BulkStore {
           await conn`ROLLBACK`;
           return { written: found!.n, alreadyDone: true };
         }
-        copy = await conn`COPY users (id, name, email, age, created_at, updated_at) FROM STDIN (FORMAT binary)`.writable();
+        copy = await conn`COPY users (${conn(COLUMNS)}) FROM STDIN (FORMAT binary)`.writable();
         const failed = once(copy, 'error').then(([err]) => { throw err; });
         failed.catch(() => {});
         let written = 0;

@@ -21,8 +21,8 @@ import { eventRecorder, type EventRecorder } from './outbox.ts';
 /** Most ids read, or rows inserted, by one batched statement. */
 const GET_BATCH_MAX = 256;
 const INSERT_BATCH_MAX = 256;
-/** The columns of `users`, in the order of `User`; written once, as identifiers (`sql(COLUMNS)`). */
-const COLUMNS: string[] = ['id', 'name', 'email', 'age', 'created_at', 'updated_at'];
+/** The columns of `users`, in the order of `User` (and of the binary COPY's fields, copy-binary.ts); written once, as identifiers (`sql(COLUMNS)`). */
+export const COLUMNS: string[] = ['id', 'name', 'email', 'age', 'created_at', 'updated_at'];
 
 const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 

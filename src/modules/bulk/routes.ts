@@ -15,12 +15,12 @@ import { join } from 'node:path';
 import type { BulkConfig } from '../../platform/config.ts';
 import { errors } from '../../platform/errors.ts';
 import { DB_ERRORS, errorResponses } from '../../platform/http/error-schemas.ts';
-import { presentJob } from '../jobs/schemas.ts';
+import { presentJob } from '../jobs/job-schemas.ts';
 import { finishedUpload } from '../uploads/files.ts';
 import { EXPORT_KIND, type ExportPayload } from './export-job.ts';
 import { IMPORT_KIND, type ImportPayload } from './import-job.ts';
 import type { ImportFormat } from './records.ts';
-import { ExportBody, ExportParams, ExportQuery, ImportQuery, JobAccepted, UploadRef, importBodyDocumented } from './schemas.ts';
+import { ExportBody, ExportParams, ExportQuery, ImportQuery, JobAccepted, UploadRef, importBodyDocumented } from './bulk-schemas.ts';
 import { parseExportName, type Signer } from './signed-url.ts';
 import { spoolBody } from './spool.ts';
 

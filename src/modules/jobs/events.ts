@@ -5,7 +5,7 @@
  * by at most `RECHECK_MS`, never loses the end.
  */
 import { isTerminal, type JobsStore } from '../../platform/jobs/store.ts';
-import { presentJob } from './schemas.ts';
+import { presentJob } from './job-schemas.ts';
 
 const RECHECK_MS = 1000;
 /** A comment line now and then keeps proxies from closing a quiet stream. */

@@ -14,7 +14,7 @@ import { DB_ERRORS, errorResponses } from '../../platform/http/error-schemas.ts'
 import { parseUuid } from '../../platform/lib/uuid.ts';
 import type { Job } from '../../platform/jobs/store.ts';
 import { createJobWatch, jobEvents } from './events.ts';
-import { JobIdParams, JobList, JobListQuery, JobPublic, presentJob } from './schemas.ts';
+import { JobIdParams, JobList, JobListQuery, JobPublic, presentJob } from './job-schemas.ts';
 
 const tags = ['jobs'];
 

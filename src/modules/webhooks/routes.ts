@@ -11,7 +11,7 @@ import { DB_ERRORS, errorResponses } from '../../platform/http/error-schemas.ts'
 import { parseUuid } from '../../platform/lib/uuid.ts';
 import {
   DeliveriesQuery, DeliveryList, presentDelivery, presentWebhook, WebhookCreate, WebhookCreated, WebhookIdParams, WebhookList,
-} from './schemas.ts';
+} from './webhook-schemas.ts';
 import { refusedLiteral } from './ssrf.ts';
 
 const tags = ['webhooks'];

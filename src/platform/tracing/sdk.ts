@@ -95,7 +95,7 @@ export function startTracing(): Tracing {
         attributes: {
           'db.system.name': system,
           'db.operation.name': name,
-          // The statement with its placeholders: values never reach the text (STYLE.md, porsager/postgres).
+          // The statement with its placeholders: values never reach the text, since they may be personal data.
           ...(statement !== undefined ? { 'db.query.text': statement } : {}),
         },
       });

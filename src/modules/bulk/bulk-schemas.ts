@@ -1,6 +1,6 @@
 /** Schemas of the bulk routes (CONTRACT.md, "Bulk import and export"). */
 import { Type } from 'typebox';
-import { JobPublic } from '../jobs/schemas.ts';
+import { JobPublic } from '../jobs/job-schemas.ts';
 import { EXPORT_FORMATS, type ExportFormat } from './signed-url.ts';
 import type { ImportMode } from './import-job.ts';
 import type { ImportFormat } from './records.ts';
