@@ -200,6 +200,15 @@ describe('GET /users/stream formats', () => {
     assert.match(csv.headers['content-type'] as string, CONTENT_TYPE.csv);
   });
 
+  test('Accept is ranked by q-values, not by its order; q=0 refuses a type; none acceptable gives JSON', async () => {
+    const typeOf = async (accept: string) =>
+      (await app.inject({ url: '/users/stream?limit=2', headers: { accept } })).headers['content-type'] as string;
+    assert.match(await typeOf('text/csv;q=0.5, application/x-ndjson'), CONTENT_TYPE.ndjson);
+    assert.match(await typeOf('application/json;q=0.1, text/csv;q=0.9'), CONTENT_TYPE.csv);
+    assert.match(await typeOf('application/json;q=0, text/*;q=0.2'), CONTENT_TYPE.csv);
+    assert.match(await typeOf('image/png'), CONTENT_TYPE.json);
+  });
+
   test('HEAD answers with the headers and runs no query', async () => {
     // Statements, transactions and cursors the app has run, as /metrics counts them.
     const queries = async () => ((await app.inject('/metrics')).json() as { database: { queries: number } }).database.queries;
