@@ -413,8 +413,9 @@ function toConfig(env: Env): Config {
     metricsToken: env.METRICS_TOKEN === undefined ? undefined : checkedSecret('METRICS_TOKEN', env.METRICS_TOKEN, 16),
     resilience: {
       overload: {
-        // On in production only, like the general rate limit, so tests and load tests measure the server unshed.
-        maxEventLoopDelayMs: env.OVERLOAD_MAX_EVENT_LOOP_DELAY_MS ?? (env.NODE_ENV === 'production' ? 500 : 0),
+        // On in every mode: `npm start` runs as development, and an overloaded development server must shed too.
+        // Tests and load tests that measure the server unshed pass 0.
+        maxEventLoopDelayMs: env.OVERLOAD_MAX_EVENT_LOOP_DELAY_MS ?? 500,
         maxEventLoopUtilization: env.OVERLOAD_MAX_EVENT_LOOP_UTILIZATION,
         maxHeapUsedBytes: env.OVERLOAD_MAX_HEAP_USED_BYTES,
       },

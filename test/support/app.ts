@@ -8,9 +8,15 @@ import { buildApp, type BuildOptions } from '../../src/app.ts';
 import { loadConfig, type Config } from '../../src/platform/config.ts';
 import { createTestDatabase, type TestDatabase } from './postgres.ts';
 
+/**
+ * Load shedding off unless a test sets it: in-process, the test's own work (seeding, hashing, big bodies) runs on
+ * the app's event loop, and a shed request would fail a test that is not about overload.
+ */
+export const UNSHED = { OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0' } as const;
+
 /** Configuration from explicit values only, never the developer's environment or .env. */
 export function testConfig(databaseUrl: string, env: Record<string, string> = {}): Config {
-  return loadConfig({ DATABASE_URL: databaseUrl, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent', ...env });
+  return loadConfig({ DATABASE_URL: databaseUrl, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent', ...UNSHED, ...env });
 }
 
 export async function startApp(

@@ -15,6 +15,7 @@ import { openPostgres } from '../../src/db/postgres/index.ts';
 import type { Backend } from '../../src/db/backend.ts';
 import type { QueryObserver } from '../../src/platform/probes.ts';
 import { LOCAL_DATA_CENTER, findJava, startCassandraNode, type CassandraNode } from '../../tools/cassandra-harness/index.ts';
+import { UNSHED } from './app.ts';
 import { createTestDatabase } from './postgres.ts';
 import { startRedis } from './redis.ts';
 
@@ -81,7 +82,7 @@ const quiet = { info: () => {}, warn: () => {} };
 const logLevel = () => process.env.TEST_LOG_LEVEL ?? 'silent';
 
 async function appOn(base: Record<string, string>, env: Record<string, string>, opts: BuildOptions): Promise<FastifyInstance> {
-  const config = loadConfig({ LOG_LEVEL: logLevel(), ...base, ...env });
+  const config = loadConfig({ LOG_LEVEL: logLevel(), ...UNSHED, ...base, ...env });
   const app = await buildApp(config, { logger: { level: config.logLevel }, ...opts });
   await app.ready();
   return app;
