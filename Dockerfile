@@ -45,4 +45,4 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/bin/tini", "--"]
 # package.json's start script without npm: npm would stand between the signal and node.
-CMD ["node", "--heap-growing-percent=50", "--max-semi-space-size=16", "scripts/start.mjs"]
+CMD ["node", "--expose-gc", "--heap-growing-percent=50", "--max-semi-space-size=16", "scripts/start.mjs"]

@@ -9,7 +9,8 @@
  * The expected digest reaches the store through AsyncLocalStorage: @tus/server calls `DataStore.write` with
  * the body alone, and the route runs the tus handler inside `withRequest` (src/modules/uploads/routes.ts).
  *
- * Both paths append to the upload through the store's own `append`, FileStore's write with a larger buffer.
+ * Both paths append to the upload through the store's own `append`, FileStore's write with a larger buffer, and
+ * report the body's bytes so that its buffers are collected young (src/platform/lib/young-buffers.ts).
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
@@ -21,6 +22,7 @@ import { pipeline } from 'node:stream/promises';
 import { FileStore } from '@tus/file-store';
 import { ERRORS } from '@tus/server';
 import { errors, type AppError } from '../../platform/errors.ts';
+import { noteBodyBytes } from '../../platform/lib/young-buffers.ts';
 
 /** Advertised in `Tus-Checksum-Algorithm`, in order of preference; the digest lengths check the header. */
 const DIGEST_BYTES = { sha256: 32, sha1: 20 } as const;
@@ -128,6 +130,7 @@ export class ChecksumFileStore extends FileStore {
       const hashing = new Transform({
         transform(chunk: Buffer, _enc, done) {
           hash.update(chunk);
+          noteBodyBytes(chunk.length);
           done(null, chunk);
         },
       });
@@ -149,6 +152,7 @@ export class ChecksumFileStore extends FileStore {
     const counted = new Transform({
       transform(chunk: Buffer, _enc, done) {
         received += chunk.length;
+        noteBodyBytes(chunk.length);
         done(null, chunk);
       },
     });
