@@ -17,6 +17,31 @@ const env = (url: string) => ({ DATABASE_URL: url, POOL_MAX: '4', SHUTDOWN_TIMEO
 /** How long the writes are held behind the lock after SIGTERM: the drain must wait for them. */
 const HELD_MS = 800;
 
+/** The refusal log's bound (src/platform/http/refusal-log.ts): 5 lines per code per 1 s window. */
+const REFUSALS_LOGGED_PER_SECOND = 5;
+
+interface LogLine { level: number; time: number; msg: string; code?: string }
+
+/** The server's JSON log lines in `text`: error-level ones, those with a stack, the refusal lines and summaries. */
+function drainLog(text: string) {
+  const lines = text.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine);
+  const warns = lines.filter((l) => l.level === 40 && l.msg.startsWith('request refused'));
+  // Counted per calendar second of the log's own clock, so a window straddling two seconds may show up to 2 x 5;
+  // per code, as the refusal log counts them (the drain has one: SHUTTING_DOWN).
+  const perSecond = new Map<string, number>();
+  for (const w of warns) {
+    const k = `${w.code} ${Math.floor(w.time / 1000)}`;
+    perSecond.set(k, (perSecond.get(k) ?? 0) + 1);
+  }
+  return {
+    errors: lines.filter((l) => l.level >= 50).map((l) => l.msg),
+    stacked: lines.filter((l) => JSON.stringify(l).includes('"stack"')).map((l) => l.msg),
+    warns,
+    maxWarnsPerSecond: Math.max(0, ...perSecond.values()),
+    summaries: lines.filter((l) => l.msg.startsWith('more requests refused than logged')).length,
+  };
+}
+
 describe('the server stopped under a write load', () => {
   let db: TestDatabase;
   before(async () => {
@@ -42,12 +67,27 @@ describe('the server stopped under a write load', () => {
       });
       const held = await within(3000, async () => (await pool(s.baseUrl)).active === 4);
       assert.ok(held !== undefined, 'the writes hold the pool behind the lock');
+      const mark = s.output().length;
       const signalledAt = performance.now();
       const exited = s.stop('SIGTERM');
+      // Clients arriving during the drain: each is refused with 503 (the drain's expected refusal), which must not
+      // flood the log. A path that needs no database, so they are answered while the writes hold the lock.
+      let draining = true;
+      const drainRefusals: number[] = [];
+      const arrivals = Array.from({ length: 4 }, async () => {
+        while (draining) {
+          const r = await timed(`${s.baseUrl}/users/not-a-uuid`, {}, 2000);
+          if (r.status === 503) drainRefusals.push(r.status);
+          else if (r.status === 0) await sleep(20);
+        }
+      });
       await sleep(HELD_MS);
       unlock();
       const code = await exited;
       const exitedMs = performance.now() - signalledAt;
+      draining = false;
+      await Promise.all(arrivals);
+      const log = drainLog(s.output().slice(mark));
       const records = await load.stop();
       const sentBefore = records.filter((r) => r.sentAt < signalledAt);
       const inFlight = sentBefore.filter((r) => r.sentAt + r.ms > signalledAt);
@@ -58,6 +98,8 @@ describe('the server stopped under a write load', () => {
         + `${JSON.stringify(byStatus(inFlight))}; after it ${JSON.stringify(byStatus(sentAfter))}; exit ${code} after `
         + `${Math.round(exitedMs)} ms; ${acknowledged.length - missing.length} of ${acknowledged.length} acknowledged writes stored`;
       console.log(`# SIGTERM: ${summary}`);
+      console.log(`# SIGTERM drain log: ${drainRefusals.length} arrivals refused 503 -> ${log.errors.length} error lines, `
+        + `${log.warns.length} refusal warn lines (at most ${log.maxWarnsPerSecond} in a second), ${log.summaries} summaries`);
 
       assert.equal(code, 0, `a clean exit (${summary})`);
       assert.ok(exitedMs >= HELD_MS, 'the process waited for the writes in flight');
@@ -68,6 +110,12 @@ describe('the server stopped under a write load', () => {
       assert.deepEqual(sentAfter.filter((r) => r.status !== 503 && r.status !== 0).map((r) => r.status), [],
         'a write sent during the drain is refused with 503, never half done');
       assert.deepEqual(missing, [], `every acknowledged write is in the database (${summary})`);
+      // Finding 11: the drain's refusals are one warn line each at most, rate-limited, never an error or a stack.
+      assert.ok(drainRefusals.length >= 50, `clients were refused during the drain (${drainRefusals.length})`);
+      assert.deepEqual(log.errors, [], 'no error-level line during the drain');
+      assert.deepEqual(log.stacked, [], 'no stack trace during the drain');
+      assert.ok(log.maxWarnsPerSecond <= 2 * REFUSALS_LOGGED_PER_SECOND,
+        `at most ${REFUSALS_LOGGED_PER_SECOND} refusal lines per 1 s window (${log.maxWarnsPerSecond} in a calendar second for ${drainRefusals.length} refusals)`);
     } finally {
       await locker.end();
       await s.stop('SIGKILL');
