@@ -196,7 +196,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakSample[]> {
   const heapGrowth = last.heapUsedMb - first.heapUsedMb;
   const verdict = `Drift from t=${first.atS}s to t=${last.atS}s: RSS ${growth >= 0 ? '+' : ''}${growth.toFixed(1)} MB (bound ${o.rssGrowthMb} MB), `
     + `heap used ${heapGrowth >= 0 ? '+' : ''}${heapGrowth.toFixed(1)} MB, `
-    + `fds ${first.fds} -> ${last.fds}, event loop p99 ${first.eventLoopP99Ms.toFixed(1)} -> ${last.eventLoopP99Ms.toFixed(1)} ms, `
+    + `fds ${first.fds} -> ${last.fds}, pool active / waiting ${first.poolActive}/${first.poolWaiting} -> ${last.poolActive}/${last.poolWaiting}, `
+    + `event loop p99 ${first.eventLoopP99Ms.toFixed(1)} -> ${last.eventLoopP99Ms.toFixed(1)} ms, `
     + `p99 ${first.p99Ms.toFixed(1)} -> ${last.p99Ms.toFixed(1)} ms; ${requests} requests, ${errors} errors`
     + (errors ? ` (${JSON.stringify(errorKinds)})` : '');
   const report = formatSoak(samples, o, verdict);
