@@ -30,6 +30,7 @@ async function replicaHealth(app: FastifyInstance): Promise<ReplicaView> {
   assert.equal(res.statusCode, 200);
   const replicas = res.json().replicas as ReplicaView[];
   assert.equal(replicas.length, 1);
+  assert.deepEqual(res.json().dependencies.replicas, replicas, 'dependencies lists the replicas as the field of old does');
   return replicas[0]!;
 }
 

@@ -311,5 +311,10 @@ export function createPostgresJobsStore(db: Db, workerDb: Db = db): JobsStore {
         SELECT kind, state, count(*) AS count FROM jobs WHERE state IN ('queued', 'running') GROUP BY kind, state`);
       return rows.map((r) => ({ kind: r.kind, state: r.state, count: Number(r.count) }));
     },
+
+    async ping(opts) {
+      // On the queue's own pool: the users pool answering says nothing of this one.
+      await db.query((sql) => sql`SELECT 1 AS x`, opts);
+    },
   };
 }

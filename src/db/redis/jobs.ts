@@ -483,6 +483,8 @@ export function openRedisJobs(o: RedisJobsOptions): RedisJobsStore {
       return out;
     },
 
+    ping: (opts) => api(async () => { await redis.ping(); }, opts),
+
     async close() {
       await Promise.all([
         ...[...workers.values()].map((w) => w.close(true).catch(() => {})),

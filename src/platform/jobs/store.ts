@@ -145,4 +145,6 @@ export interface JobsStore {
 
   /** Jobs by kind and state, for the gauges. */
   counts(): Promise<{ kind: string; state: JobState; count: number }[]>;
+  /** Resolves when the store holding the queue answers one cheap round trip (`/health`). */
+  ping(opts?: CallOptions): Promise<void>;
 }
