@@ -146,6 +146,13 @@ export function createPostgresJobsStore(db: Db, workerDb: Db = db): JobsStore {
       return { jobs: page, next };
     },
 
+    async recentFailures(limit, opts) {
+      // jobs_failed_idx (migration 0010): a backward walk of the failed jobs alone, whatever else has ended.
+      const rows = await db.query((sql) => sql<JobRow[]>`
+        SELECT ${sql(COLUMNS)} FROM jobs WHERE state = 'failed' ORDER BY finished_at DESC LIMIT ${limit}`, opts);
+      return rows.map(toJob);
+    },
+
     async cancel(id, opts) {
       const rows = await db.query((sql) => sql<(JobRow & { was: JobState })[]>`
         WITH old AS (SELECT id, state AS was FROM jobs WHERE id = ${id} FOR UPDATE)

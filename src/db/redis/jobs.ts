@@ -10,7 +10,8 @@
  *
  * What BullMQ has no notion of is kept in a few keys of our own beside it (`spate-jobs:*`): the id -> kind,
  * owner and due time of every job (a job is looked up by id alone, and BullMQ's hash keeps only its creation
- * time), the newest-first index behind `list`, the record of a cancelled job (BullMQ can only remove one), the
+ * time), the newest-first index behind `list` (the recent failures are read from BullMQ's failed sets, which it
+ * scores by the time each failed), the record of a cancelled job (BullMQ can only remove one), the
  * cron schedules (a compare-and-set each), a progress write that checks the lease (BullMQ's `updateProgress`
  * does not), and the wake-up and change announcements (pub/sub).
  */
@@ -227,6 +228,24 @@ export function openRedisJobs(o: RedisJobsOptions): RedisJobsStore {
       }
       const last = page.at(-1);
       return { jobs: page, next: more && last ? encodeCursor(CURSOR_TAG.redis, Buffer.from(last.id, 'utf8')) : undefined };
+    }, opts),
+
+    recentFailures: (limit, opts) => api(async () => {
+      // BullMQ keeps each kind's failed jobs in a sorted set scored by the time they failed: the newest `limit` of
+      // each kind, merged, are the newest `limit` of all, with no index of our own to keep.
+      const kinds = await redis.smembers(K.kinds);
+      if (kinds.length === 0 || limit <= 0) return [];
+      const p = redis.pipeline();
+      for (const kind of kinds) p.zrevrange(`${PREFIX}:${kind}:failed`, 0, limit - 1, 'WITHSCORES');
+      const newest: { id: string; at: number }[] = [];
+      for (const [err, flat] of (await p.exec())!) {
+        if (err) throw err;
+        const pairs = flat as string[];
+        for (let i = 0; i < pairs.length; i += 2) newest.push({ id: pairs[i]!, at: Number(pairs[i + 1]) });
+      }
+      newest.sort((a, b) => b.at - a.at);
+      const jobs = await Promise.all(newest.slice(0, limit).map((f) => read(f.id)));
+      return jobs.filter((j): j is Job => j?.state === 'failed');
     }, opts),
 
     cancel: (id, opts) => api(async (): Promise<CancelOutcome> => {

@@ -12,13 +12,8 @@ import type { JobsStore } from '../../platform/jobs/store.ts';
 
 /** How long a frame waits for the queue: half the frame interval, so a slow queue never delays the next frame. */
 export const READ_MS = 500;
-/** Failed jobs shown. */
+/** Failed jobs shown: the store's newest by the time they failed, whenever they were created. */
 export const RECENT_FAILURES = 5;
-/**
- * Failed jobs read to find them. The store lists newest created first (UUIDv7 ids); the ones shown are those of
- * this many that finished last, so a job created long before and failing only now may be missed.
- */
-const FAILURES_READ = 20;
 /** An error is shown up to this many characters (handlers' errors may carry a whole response body). */
 const ERROR_CHARS = 200;
 
@@ -41,13 +36,10 @@ const clip = (s: string) => (s.length > ERROR_CHARS ? `${s.slice(0, ERROR_CHARS 
 async function load(store: JobsStore): Promise<QueueRead> {
   const [counts, failed] = await Promise.all([
     store.counts(),
-    store.list({ state: 'failed', limit: FAILURES_READ }, { deadline: performance.now() + READ_MS }),
+    store.recentFailures(RECENT_FAILURES, { deadline: performance.now() + READ_MS }),
   ]);
   const total = (state: string) => counts.filter((c) => c.state === state).reduce((n, c) => n + c.count, 0);
-  const recent = failed.jobs
-    .sort((a, b) => (b.finishedAt ?? '').localeCompare(a.finishedAt ?? ''))
-    .slice(0, RECENT_FAILURES)
-    .map((j) => ({ id: j.id, kind: j.kind, error: clip(j.error ?? ''), finished_at: j.finishedAt }));
+  const recent = failed.map((j) => ({ id: j.id, kind: j.kind, error: clip(j.error ?? ''), finished_at: j.finishedAt }));
   return { unavailable: false, queued: total('queued'), running: total('running'), recent_failures: recent };
 }
 

@@ -99,6 +99,11 @@ export interface JobsStore {
   get(id: string, opts?: CallOptions): Promise<Job | undefined>;
   /** Newest first; `next` is the cursor of the following page when there is one. */
   list(q: ListJobsQuery, opts?: CallOptions): Promise<{ jobs: Job[]; next: string | undefined }>;
+  /**
+   * Up to `limit` jobs failed for good, the one that failed last first (by `finishedAt`, not by creation: a job
+   * enqueued long ago that fails now comes first). The dashboard's recent failures.
+   */
+  recentFailures(limit: number, opts?: CallOptions): Promise<Job[]>;
   cancel(id: string, opts?: CallOptions): Promise<CancelOutcome>;
 
   /** Claims up to `max` due jobs of these kinds for `leaseMs`, oldest due first, skipping jobs others hold. */
