@@ -142,7 +142,6 @@ describe('Redis hung, then killed, under two instances', { skip }, () => {
 
     await redis.restart();
     const restartedAt = performance.now();
-    pid = await redisPid(redis.url); // the after hook's SIGCONT must reach the new process
     const back: Record<string, number | undefined> = {};
     for (const [name, s] of [['a', a], ['b', b]] as const) {
       while (back[name] === undefined && performance.now() - restartedAt < KILLED_RECOVERY_MS + 2000) {
@@ -151,6 +150,7 @@ describe('Redis hung, then killed, under two instances', { skip }, () => {
         else await new Promise((res) => setTimeout(res, 100));
       }
     }
+    pid = await redisPid(redis.url); // the after hook's SIGCONT must reach the new process
     const summary = `${reads.length} reads ${JSON.stringify(countBy(reads))}, ${logins.length} logins `
       + `${JSON.stringify(countBy(logins))}, slowest ${slowest} ms; revoked key accepted `
       + `${afterRevoke.filter((r) => r.status === 200).length} times by b, first 401 ${Math.round(first401?.at ?? -1)} ms after the `
