@@ -19,6 +19,7 @@ import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { buildApp } from '../src/app.ts';
 import { loadConfig } from '../src/platform/config.ts';
+import { UNSHED } from './support/app.ts';
 import { exitWhenDone, skipReason } from './support/backends.ts';
 import { startRedis } from './support/redis.ts';
 import { rssMb, startCassandraCluster, waitForRing, type CassandraNode } from '../tools/cassandra-harness/index.ts';
@@ -124,6 +125,7 @@ test('the service on a three-node cluster at QUORUM: kills, a freeze, recovery, 
     const [, n2, n3] = cluster.nodes as [CassandraNode, CassandraNode, CassandraNode];
     const config = loadConfig({
       LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+      ...UNSHED,
       CASSANDRA_HOSTS: cluster.nodes.map((n) => n.host).join(','),
       CASSANDRA_PORT: String(cluster.cqlPort),
       CASSANDRA_KEYSPACE: 'spate_cluster',

@@ -11,6 +11,7 @@ import { Redis } from 'ioredis';
 import { buildApp } from '../src/app.ts';
 import { PRUNE_KIND } from '../src/modules/auth/prune.ts';
 import { loadConfig } from '../src/platform/config.ts';
+import { UNSHED } from './support/app.ts';
 import type { JobsStore } from '../src/platform/jobs/store.ts';
 import { ADMIN, authEnv, bearer, createAccount, login } from './support/auth.ts';
 import { exitWhenDone, skipReason, startBackend, type TestBackend } from './support/backends.ts';
@@ -30,7 +31,7 @@ const gates = new Map<string, () => void>();
 before(async () => {
   if (skip) return;
   b = await startBackend('cassandra');
-  app = await buildApp(loadConfig({ LOG_LEVEL: 'silent', ...b.env, ...authEnv({ JOB_POLL_MS: '50' }) }), { logger: false });
+  app = await buildApp(loadConfig({ LOG_LEVEL: 'silent', ...UNSHED, ...b.env, ...authEnv({ JOB_POLL_MS: '50' }) }), { logger: false });
   app.jobs.define({ kind: 'demo', async run(_, ctx) { await ctx.progress(1, 2); await new Promise<void>((r) => gates.set(ctx.job.id, r)); return { ok: true }; } });
   app.jobs.define({ kind: 'm-ok', async run() {} });
   app.jobs.define({ kind: 'm-bad', backoff: { baseMs: 10, maxMs: 10 }, async run() { throw new Error('no'); } });

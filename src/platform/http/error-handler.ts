@@ -95,6 +95,9 @@ export default fp<ErrorHandlingOptions>(
       return sendError(request, reply, errors.internal(err));
     });
 
+    // The refusals of a drain's last moments are counted in a summary before the process exits.
+    app.addHook('onClose', async () => { refusals?.flush(); });
+
     app.setNotFoundHandler(notFoundPreHandler ? { preHandler: notFoundPreHandler } : {}, (request, reply) => {
       const path = request.url.split('?', 1)[0]!;
       const allow = routesAllowing(routes, path);

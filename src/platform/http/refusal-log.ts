@@ -27,11 +27,13 @@ export class RefusalLog {
   note(requestLog: Log, err: AppError, status: number): void {
     const n = (this.#counts.get(err.code) ?? 0) + 1;
     this.#counts.set(err.code, n);
-    if (this.#timer === undefined) this.#timer = setTimeout(() => this.#flush(), this.windowMs).unref();
+    if (this.#timer === undefined) this.#timer = setTimeout(() => this.flush(), this.windowMs).unref();
     if (n <= this.perWindow) requestLog.warn({ code: err.code, status }, `request refused: ${err.message}`);
   }
 
-  #flush(): void {
+  /** Writes the current window's summary now: at close, so a drain that ends the process within it loses no count. */
+  flush(): void {
+    clearTimeout(this.#timer);
     this.#timer = undefined;
     const suppressed: Record<string, number> = {};
     for (const [code, n] of this.#counts) if (n > this.perWindow) suppressed[code] = n - this.perWindow;
