@@ -184,6 +184,49 @@ describe('the same protection as /metrics', () => {
   });
 });
 
+describe('the pool and error panels under database load (POOL_MAX=2)', () => {
+  let app: FastifyInstance;
+  before(async () => { app = await startApp(db.url, { POOL_MAX: '2', POOL_ACQUIRE_TIMEOUT_MS: '1500' }); });
+  after(async () => { await app?.close(); });
+
+  test('slow queries fill the pool (active, then waiting), and the 5xx they end in move the error rate', async () => {
+    const live = await liveFrames(app);
+    try {
+      const calm = await live.next();
+      assert.deepEqual([calm.pool.active, calm.pool.waiting, calm.pool.max], [0, 0, 2], JSON.stringify(calm.pool));
+      assert.equal(calm.error_ratio, 0);
+      // Four real 5 s statements on two connections, each given 2.5 s: two run and are cancelled at their deadline
+      // (504), two wait for a connection until the acquire timeout (503). Real 5xx, from a real database.
+      const slow = Promise.all(Array.from({ length: 4 }, () =>
+        app.inject({ url: '/slow_query', headers: { 'x-request-timeout': '2.5' } })));
+      let busy: Frame | undefined;
+      while (!busy) {
+        const f = await live.next();
+        if (f.pool.active === 2 && f.pool.waiting === 2) busy = f;
+        else assert.ok(f.t - calm.t < 2500, `the pool never showed 2 active and 2 waiting: ${JSON.stringify(f.pool)}`);
+      }
+      const statuses = (await slow).map((r) => r.statusCode);
+      assert.ok(statuses.every((st) => st === 503 || st === 504), `every slow query ended in a 5xx: ${statuses.join(', ')}`);
+      let failing: Frame | undefined;
+      for (let i = 0; i < 4 && !failing; i++) {
+        const f = await live.next();
+        if (f.error_ratio > 0) failing = f;
+      }
+      assert.ok(failing, 'a frame showed the 5xx');
+      assert.ok(failing.error_ratio > 0 && failing.error_ratio <= 1);
+      // And both figures come back down once the load is gone.
+      let after: Frame | undefined;
+      for (let i = 0; i < 6 && !after; i++) {
+        const f = await live.next();
+        if (f.pool.active === 0 && f.pool.waiting === 0 && f.error_ratio === 0) after = f;
+      }
+      assert.ok(after, 'the pool and the error rate came back to 0');
+    } finally {
+      live.close();
+    }
+  });
+});
+
 describe('a dashboard left open', () => {
   test('does not hold up a drain: its stream ends and the drain completes', async () => {
     const app = await startApp(db.url);
