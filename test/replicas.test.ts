@@ -11,6 +11,9 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
@@ -19,6 +22,7 @@ import { loadConfig, ConfigError } from '../src/platform/config.ts';
 import { startApp, userBody } from './support/app.ts';
 import { startReplicatedDatabase, type ReplicatedDatabase, type TestReplica } from './support/replica.ts';
 import { promtool } from './support/promtool.ts';
+import { jobEnded } from './bulk-support.ts';
 
 const STRICT_LAG_MS = 1500;
 const hasPromtool = spawnSync('promtool', ['--version']).status === 0;
@@ -94,6 +98,7 @@ describe('read replicas on a real streaming replica', () => {
   let lenient: FastifyInstance;
   let unpolled: FastifyInstance;
   let unpolledStream: FastifyInstance;
+  const exportsDir = mkdtempSync(join(tmpdir(), 'spate-replica-exports-'));
 
   /** A row written on the primary beside the app. */
   async function insertDirect(): Promise<string> {
@@ -107,7 +112,7 @@ describe('read replicas on a real streaming replica', () => {
     replica = db.replicas[0]!;
     direct = postgres(db.primaryUrl, { max: 1, onnotice: () => {} });
     const env = (lag: number, poll: number) => ({
-      DATABASE_REPLICA_URLS: replica.url, REPLICA_MAX_LAG_MS: String(lag), REPLICA_POLL_MS: String(poll),
+      DATABASE_REPLICA_URLS: replica.url, REPLICA_MAX_LAG_MS: String(lag), REPLICA_POLL_MS: String(poll), EXPORTS_DIR: exportsDir,
     });
     strict = await startApp(db.primaryUrl, env(STRICT_LAG_MS, 100));
     lenient = await startApp(db.primaryUrl, env(3_600_000, 100));
@@ -122,6 +127,7 @@ describe('read replicas on a real streaming replica', () => {
     await Promise.all([strict?.close(), lenient?.close(), unpolled?.close(), unpolledStream?.close()]);
     await direct?.end();
     await db?.destroy();
+    rmSync(exportsDir, { recursive: true, force: true });
   });
 
   test('/health and /metrics show the replica with its measured lag; list reads go to it', async (t) => {
@@ -254,5 +260,37 @@ describe('read replicas on a real streaming replica', () => {
     const reads = await replicaReads(strict);
     await listedIds(strict);
     assert.equal(await replicaReads(strict), reads + 1, 'back up, the replica serves again');
+  });
+  test('export from a paused replica: the write\'s token goes with the job, so the file has the write', async () => {
+    // Each app's workers read through its own router, and the strict one leaves a paused replica by itself: the
+    // lenient app alone runs jobs now, so a read without the token is the replica's.
+    await Promise.all([strict, unpolled, unpolledStream].map((app) => app.jobs.stopWorkers(0)));
+    await replica.caughtUp();
+    await stateIs(lenient, 'up');
+    const exported = async (headers: Record<string, string>) => {
+      const res = await lenient.inject({ method: 'POST', url: '/users/export', payload: { format: 'ndjson' }, headers });
+      assert.equal(res.statusCode, 202, res.body);
+      return jobEnded(lenient, res.json().job.id as string, 30_000);
+    };
+    const file = async (headers: Record<string, string>) => {
+      const job = await exported(headers);
+      assert.equal(job.state, 'succeeded', job.error ?? '');
+      return (await lenient.inject({ method: 'GET', url: job.result.download_url as string })).body;
+    };
+    await replica.pauseReplay();
+    try {
+      const created = await lenient.inject({ method: 'POST', url: '/users', payload: userBody() });
+      assert.equal(created.statusCode, 201);
+      const token = String(created.headers['x-consistency-token']);
+      const mine = created.json().id as string;
+      assert.ok(!(await file({})).includes(mine), 'without the token the export was read on the paused replica');
+      assert.ok((await file({ 'x-consistency-token': token })).includes(mine), 'with it the export has the write');
+      const bad = await exported({ 'x-consistency-token': 'nonsense' });
+      assert.equal(bad.state, 'failed');
+      assert.match(bad.error ?? '', /Invalid consistency token/);
+      assert.equal(bad.attempts, 1, 'a bad token fails the job for good');
+    } finally {
+      await replica.resumeReplay();
+    }
   });
 });

@@ -19,6 +19,11 @@ export const EXPORT_KIND = 'bulk.export';
 
 export interface ExportPayload {
   format: ExportFormat;
+  /**
+   * The `X-Consistency-Token` the export was started with (docs/operations.md, "Read replicas"): the export then
+   * reads where that write is visible, as a stream with it would. Absent without replicas or without a token.
+   */
+  after?: string;
 }
 
 export interface ExportResult {
@@ -41,7 +46,9 @@ const PROGRESS_EVERY_MS = 250;
 
 export function exportJob(o: ExportJobOptions): JobDefinition {
   async function run(payload: unknown, ctx: JobContext): Promise<ExportResult> {
-    const { format } = payload as ExportPayload;
+    const { format, after } = payload as ExportPayload;
+    // A token the backend cannot have issued fails the job for good (bad_input), as it would fail a read.
+    const readYourWrites = after === undefined ? undefined : { after, token: undefined };
     await mkdir(o.dir, { recursive: true });
     const part = join(o.dir, `${ctx.job.id}.${format}.part`);
     const out = createWriteStream(part);
@@ -56,7 +63,7 @@ export function exportJob(o: ExportJobOptions): JobDefinition {
     let last = performance.now();
     try {
       await write(encoder.head());
-      for await (const page of o.users().stream({ limit: Number.MAX_SAFE_INTEGER, fetchSize: FETCH_SIZE, signal: ctx.signal, bulk: true })) {
+      for await (const page of o.users().stream({ limit: Number.MAX_SAFE_INTEGER, fetchSize: FETCH_SIZE, signal: ctx.signal, bulk: true, readYourWrites })) {
         if (ctx.signal.aborted) throw errors.unavailable('export stopped');
         rows += page.length;
         pages += 1;

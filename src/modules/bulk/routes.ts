@@ -16,6 +16,7 @@ import type { BulkConfig } from '../../platform/config.ts';
 import { errors } from '../../platform/errors.ts';
 import { DB_ERRORS, errorResponses } from '../../platform/http/error-schemas.ts';
 import { presentJob } from '../jobs/job-schemas.ts';
+import { consistencyTokens } from '../users/consistency-token.ts';
 import { finishedUpload } from '../uploads/files.ts';
 import { EXPORT_KIND, type ExportPayload } from './export-job.ts';
 import { IMPORT_KIND, type ImportPayload } from './import-job.ts';
@@ -50,6 +51,8 @@ export interface BulkRoutesOptions {
 }
 
 const bulkRoutes: FastifyPluginAsyncTypebox<BulkRoutesOptions> = async (app, { bulk, uploadsDir, signer }) => {
+  // An export reads through the replica router: the token of the caller's last write goes with the job.
+  consistencyTokens(app);
   const bodies = new WeakMap<FastifyRequest, Readable>();
   app.addContentTypeParser(Object.keys(FILE_TYPES), (request, payload, done) => {
     bodies.set(request, payload as Readable);
@@ -94,12 +97,14 @@ const bulkRoutes: FastifyPluginAsyncTypebox<BulkRoutesOptions> = async (app, { b
     schema: {
       tags, summary: 'Export every user to a file, as a job',
       description: 'Answers 202 with the job; its `result` is `{"rows", "bytes", "download_url", "expires_at"}`. The CSV is '
-        + 'RFC 4180, the same as GET /users/stream?format=csv.',
+        + 'RFC 4180, the same as GET /users/stream?format=csv. With read replicas, send the `X-Consistency-Token` of your last '
+        + 'write and the export includes it; a token that is not one fails the job (`Invalid consistency token`).',
       body: ExportBody,
       response: { 202: JobAccepted, ...errorResponses(400, 413, ...DB_ERRORS) },
     },
   }, async (request, reply) => {
-    const payload: ExportPayload = { format: request.body.format };
+    const after = request.readYourWrites?.after;
+    const payload: ExportPayload = { format: request.body.format, ...(after === undefined ? {} : { after }) };
     const job = await app.jobs.store().enqueue({ kind: EXPORT_KIND, owner: ownerOf(request), payload, maxAttempts: MAX_ATTEMPTS }, request);
     if (!job) throw errors.internal(new Error('export job not enqueued'));
     return reply.code(202).header('location', `/jobs/${job.id}`).send({ job: presentJob(job) });
