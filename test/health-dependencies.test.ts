@@ -1,12 +1,15 @@
 /**
  * `GET /health`'s `dependencies` (docs/operations.md, "Health"): each dependency in use with its state, probed at
  * once and each within its deadline, so the answer is 200 in under a second whatever hangs. Against a real
- * PostgreSQL (stopped, then frozen) and a real Redis (SIGSTOPped, then stopped). Needs `redis-server` for the
- * Redis tests (skipped without it, failed under CI=true).
+ * PostgreSQL (stopped, then frozen) and a real Redis (SIGSTOPped, then stopped), and the Redis job queue's own
+ * probe (the Cassandra backend's `job_queue`) on a Redis SIGSTOPped. Needs `redis-server` for the Redis tests
+ * (skipped without it, failed under CI=true).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
+import { openRedisJobs } from '../src/db/redis/jobs.ts';
+import { quiet } from './jobs-support.ts';
 import { startApp } from './support/app.ts';
 import { redisPid } from './support/chaos.ts';
 import { createTestDatabase, type TestDatabase } from './support/postgres.ts';
@@ -138,6 +141,40 @@ describe('/health with PostgreSQL away', () => {
       assert.ok(h.dependencies.database.latency_ms! >= 700, `the probe waited out its deadline (${h.dependencies.database.latency_ms} ms)`);
     } finally {
       thaw();
+    }
+  });
+});
+
+describe('the Redis job queue\'s probe (the Cassandra backend\'s job_queue)', { skip: skipRedis }, () => {
+  let redis: TestRedis;
+  let pid = 0;
+  before(async () => {
+    redis = await startRedis();
+    pid = await redisPid(redis.url);
+  });
+  after(async () => {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch { /* not running */ }
+    await redis?.stop();
+  });
+
+  test('answers while Redis does; with Redis SIGSTOPped it fails by its deadline, not later', async () => {
+    const store = openRedisJobs({ url: redis.url, log: quiet });
+    try {
+      await store.ping({ deadline: performance.now() + 800 });
+      process.kill(pid, 'SIGSTOP');
+      const started = performance.now();
+      try {
+        await assert.rejects(store.ping({ deadline: performance.now() + 300 }), (err: Error & { kind?: string }) => err.kind === 'timeout');
+      } finally {
+        process.kill(pid, 'SIGCONT');
+      }
+      const waited = performance.now() - started;
+      assert.ok(waited >= 290 && waited < 600, `waited ${Math.round(waited)} ms for a 300 ms deadline`);
+      await store.ping({ deadline: performance.now() + 2000 });
+    } finally {
+      await store.close();
     }
   });
 });
