@@ -42,6 +42,11 @@ export interface Backend {
   readonly jobs?: JobsStore;
   /** Bulk imports (docs/bulk.md). */
   readonly bulk: BulkStore;
+  /**
+   * With read replicas: throws `invalidConsistencyToken` (bad_input) for a token this backend cannot have issued,
+   * for a caller that hands the token on (an export job) and must refuse it before anything is written.
+   */
+  readonly checkConsistencyToken?: (token: string) => void;
   /** Users events and webhook endpoints (docs/webhooks.md). */
   readonly outbox: OutboxStore;
   readonly webhooks: WebhooksStore;

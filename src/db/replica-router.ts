@@ -43,6 +43,7 @@ export function withReplicas(backend: Backend, replicas: ReadReplicas, deps: Rou
   return {
     ...backend,
     users: routeReads(backend.users, replicas, deps),
+    checkConsistencyToken: (token) => replicas.checkToken(token),
     probes: {
       ...backend.probes,
       pools: () => ({ ...backend.probes.pools(), ...replicas.pools() }),

@@ -112,6 +112,8 @@ export function createPostgresJobsStore(db: Db, workerDb: Db = db): JobsStore {
   const lease = (ms: number) => `${Math.max(1, Math.round(ms))} milliseconds`;
 
   return {
+    holder: 'postgres',
+
     async enqueue(job, opts?: CallOptions) {
       // One statement: atomic without a transaction's extra round trips.
       const rows = await db.query((sql) => insertJob(sql, job, null), opts);

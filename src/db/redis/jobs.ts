@@ -200,6 +200,8 @@ export function openRedisJobs(o: RedisJobsOptions): RedisJobsStore {
   }
 
   return {
+    holder: 'redis',
+
     enqueue: (job, opts) => api(() => add(job), opts),
 
     get: (id, opts) => api(() => read(id), opts),

@@ -47,7 +47,7 @@ const PROGRESS_EVERY_MS = 250;
 export function exportJob(o: ExportJobOptions): JobDefinition {
   async function run(payload: unknown, ctx: JobContext): Promise<ExportResult> {
     const { format, after } = payload as ExportPayload;
-    // A token the backend cannot have issued fails the job for good (bad_input), as it would fail a read.
+    // Checked when the export was asked for (routes.ts); one still refused here fails the job for good (bad_input).
     const readYourWrites = after === undefined ? undefined : { after, token: undefined };
     await mkdir(o.dir, { recursive: true });
     const part = join(o.dir, `${ctx.job.id}.${format}.part`);

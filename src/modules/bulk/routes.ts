@@ -98,12 +98,14 @@ const bulkRoutes: FastifyPluginAsyncTypebox<BulkRoutesOptions> = async (app, { b
       tags, summary: 'Export every user to a file, as a job',
       description: 'Answers 202 with the job; its `result` is `{"rows", "bytes", "download_url", "expires_at"}`. The CSV is '
         + 'RFC 4180, the same as GET /users/stream?format=csv. With read replicas, send the `X-Consistency-Token` of your last '
-        + 'write and the export includes it; a token that is not one fails the job (`Invalid consistency token`).',
+        + 'write and the export includes it; a token that is not one is refused (400 `Invalid consistency token`).',
       body: ExportBody,
       response: { 202: JobAccepted, ...errorResponses(400, 413, ...DB_ERRORS) },
     },
   }, async (request, reply) => {
     const after = request.readYourWrites?.after;
+    // Refused here, with nothing enqueued, as a read with it would be refused.
+    if (after !== undefined) app.backend.checkConsistencyToken?.(after);
     const payload: ExportPayload = { format: request.body.format, ...(after === undefined ? {} : { after }) };
     const job = await app.jobs.store().enqueue({ kind: EXPORT_KIND, owner: ownerOf(request), payload, maxAttempts: MAX_ATTEMPTS }, request);
     if (!job) throw errors.internal(new Error('export job not enqueued'));

@@ -82,8 +82,6 @@ async function redisProbe(app: FastifyInstance) {
 
 const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { name, probes, jobs } = app.backend;
-  // The Cassandra backend keeps its queue in Redis (src/db/backend.ts); PostgreSQL in its own database.
-  const queueStore = name === 'cassandra' ? 'redis' as const : 'postgres' as const;
 
   app.get('/', {
     schema: {
@@ -115,7 +113,7 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
         database,
         ...(replicas ? { replicas } : {}),
         ...(redis ? { redis } : {}),
-        ...(queue ? { job_queue: { store: queueStore, ...queue } } : {}),
+        ...(queue && jobs ? { job_queue: { store: jobs.holder, ...queue } } : {}),
       },
     };
   });

@@ -94,6 +94,8 @@ export type FailOutcome = 'retried' | 'failed' | 'lost';
 export type CancelOutcome = { job: Job; cancelled: boolean } | undefined;
 
 export interface JobsStore {
+  /** Where the queue is held (`/health`'s `dependencies.job_queue.store`). */
+  readonly holder: 'postgres' | 'redis';
   /** Adds a job; undefined when its singleton key is taken. Workers waiting for its kind hear of it at commit. */
   enqueue(job: NewJob, opts?: CallOptions): Promise<Job | undefined>;
   get(id: string, opts?: CallOptions): Promise<Job | undefined>;
