@@ -46,7 +46,7 @@ test('the start script becomes node and its arguments, and one a shell would hav
   assert.throws(() => startCommand('tsx src/process/server.ts'), /does not run node/);
 });
 
-test('a server sees PATH, HOME and what the test passes: not the shell\'s variables, not a .env in the repository', async (t) => {
+test('a server sees PATH, HOME, the harness defaults and what the test passes: not the shell\'s variables, not a .env in the repository', async (t) => {
   const leaked = { DATABASE_URL: 'postgres://leak.invalid/none', REDIS_URL: 'redis://leak.invalid:1', NODE_ENV: 'production', NODE_OPTIONS: '--max-old-space-size=16' };
   const saved = Object.fromEntries(Object.keys(leaked).map((k) => [k, process.env[k]]));
   Object.assign(process.env, leaked);
@@ -61,7 +61,9 @@ test('a server sees PATH, HOME and what the test passes: not the shell\'s variab
     const server = await startServer({ DATABASE_URL: db.url, LOG_LEVEL: 'warn' });
     try {
       const env = environOf(server.pid);
-      assert.deepEqual(Object.keys(env).sort(), ['DATABASE_URL', 'HOME', 'HOST', 'LOG_LEVEL', 'PATH', 'PORT'].filter((k) => k !== 'HOME' || process.env.HOME));
+      // OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: the harness's own default, load shedding off (test/support/unshed.ts).
+      assert.deepEqual(Object.keys(env).sort(), ['DATABASE_URL', 'HOME', 'HOST', 'LOG_LEVEL', 'OVERLOAD_MAX_EVENT_LOOP_DELAY_MS', 'PATH', 'PORT']
+        .filter((k) => k !== 'HOME' || process.env.HOME));
       assert.equal(env.DATABASE_URL, db.url);
       assert.equal(env.LOG_LEVEL, 'warn', 'what the test passes wins over the harness default');
       const health = (await (await fetch(`${server.baseUrl}/health`)).json()) as { status: string };

@@ -30,9 +30,10 @@ export interface CrashTarget {
  * Creates users from CLIENTS concurrent clients until `acked` holds `total` ids or the server dies; `onAck` may
  * kill it. A create whose answer did not come is not acknowledged (it may or may not have committed).
  */
-async function load(base: string, acked: Set<string>, total: number, onAck: () => void): Promise<number> {
+async function load(base: string, acked: Set<string>, total: number, onAck: () => void): Promise<{ failed: number; reason?: string }> {
   let inFlight = 0;
   let failed = 0;
+  let reason: string | undefined;
   let dead = false;
   await Promise.all(Array.from({ length: CLIENTS }, async (_, c) => {
     for (let i = 0; !dead && acked.size + inFlight < total; i++) {
@@ -43,10 +44,11 @@ async function load(base: string, acked: Set<string>, total: number, onAck: () =
           body: JSON.stringify({ name: `crash ${c}.${i}`, email: `c${c}.${i}.${Date.now()}@example.com`, age: 30 }),
         });
         const body = await res.json() as { id: string };
-        if (res.status !== 201) throw new Error(`${res.status}`);
+        if (res.status !== 201) throw new Error(`${res.status} ${JSON.stringify(body)}`);
         acked.add(body.id);
         onAck();
-      } catch {
+      } catch (err) {
+        reason ??= (err as Error).message;
         failed++;
         dead = true;
       } finally {
@@ -54,7 +56,7 @@ async function load(base: string, acked: Set<string>, total: number, onAck: () =
       }
     }
   }));
-  return failed;
+  return { failed, reason };
 }
 
 export function webhooksCrashContract(o: CrashTarget): void {
@@ -90,7 +92,7 @@ export function webhooksCrashContract(o: CrashTarget): void {
     const acked = new Set<string>();
     let killedAt: { acked: number; received: number } | undefined;
     const first = server;
-    const lost = await load(first.baseUrl, acked, TOTAL, () => {
+    const { failed: lost } = await load(first.baseUrl, acked, TOTAL, () => {
       if (killedAt || acked.size < TOTAL / 2) return;
       killedAt = { acked: acked.size, received: rx.received.length };
       first.child.kill('SIGKILL');
@@ -100,8 +102,8 @@ export function webhooksCrashContract(o: CrashTarget): void {
     assert.ok(killedAt.received < TOTAL, 'deliveries were under way at the kill');
 
     server = await startServer(env());
-    await load(server.baseUrl, acked, TOTAL, () => {});
-    assert.equal(acked.size, TOTAL);
+    const after = await load(server.baseUrl, acked, TOTAL, () => {});
+    assert.equal(acked.size, TOTAL, `the restarted server stopped acknowledging: ${after.reason}`);
     const loadDone = Date.now();
 
     {

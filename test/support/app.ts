@@ -7,12 +7,9 @@ import postgres from 'postgres';
 import { buildApp, type BuildOptions } from '../../src/app.ts';
 import { loadConfig, type Config } from '../../src/platform/config.ts';
 import { createTestDatabase, type TestDatabase } from './postgres.ts';
+import { UNSHED } from './unshed.ts';
 
-/**
- * Load shedding off unless a test sets it: in-process, the test's own work (seeding, hashing, big bodies) runs on
- * the app's event loop, and a shed request would fail a test that is not about overload.
- */
-export const UNSHED = { OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0' } as const;
+export { UNSHED };
 
 /** Configuration from explicit values only, never the developer's environment or .env. */
 export function testConfig(databaseUrl: string, env: Record<string, string> = {}): Config {

@@ -17,6 +17,7 @@ import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { freePort } from '../../src/db/embedded-postgres.ts';
+import { UNSHED } from './unshed.ts';
 
 export interface ServerProcess {
   baseUrl: string;
@@ -72,10 +73,13 @@ function isolatedRoot(): string {
   return dir;
 }
 
-/** The environment a server gets: PATH (with the package's bin first, as npm puts it), HOME, and `env`. */
+/**
+ * The environment a server gets: PATH (with the package's bin first, as npm puts it), HOME, load shedding off
+ * unless the test sets it (UNSHED), and `env`.
+ */
 function cleanEnv(cwd: string, env: Record<string, string>): Record<string, string> {
   const path = [join(cwd, 'node_modules', '.bin'), process.env.PATH ?? '/usr/bin:/bin'].join(delimiter);
-  return { PATH: path, ...(process.env.HOME ? { HOME: process.env.HOME } : {}), LOG_LEVEL: 'info', ...env };
+  return { PATH: path, ...(process.env.HOME ? { HOME: process.env.HOME } : {}), LOG_LEVEL: 'info', ...UNSHED, ...env };
 }
 
 let prestartDone = false;
