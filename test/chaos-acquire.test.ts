@@ -5,8 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import postgres from 'postgres';
-import { quantile, seedUsers, timed, waitReady, type Timed } from './support/chaos.ts';
+import { quantile, seedUsers, timed, waitReady, within, type Timed } from './support/chaos.ts';
 import { createTestDatabase, type TestDatabase } from './support/postgres.ts';
 import { startServer, type ServerProcess } from './support/server.ts';
 
@@ -80,6 +81,11 @@ describe('acquire deadlines under a locked table', () => {
       const gone = await admin`SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
         WHERE application_name LIKE 'spate%'`;
       assert.ok(gone[0]!.n > 0, 'Spate connections were terminated');
+      // pg_terminate_backend only signals: wait until those backends have exited (and their sockets closed), so a read
+      // is not sent on a connection that is already dead, which is "connection lost" (503 unreachable), not this case.
+      await within(3000, async () => (await admin`SELECT count(*)::int AS n FROM pg_stat_activity
+        WHERE application_name LIKE 'spate%' AND backend_start < now() - interval '1 second'`)[0]!.n === 0);
+      await sleep(100);
       const results = await readsDuringLock(locker, `${s.baseUrl}/users/${id}`);
       const refused = results.filter((r) => r.status === 503);
       const details = new Set(refused.map((r) => (JSON.parse(r.body) as { detail: string }).detail));

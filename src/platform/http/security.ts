@@ -193,8 +193,11 @@ function perRequestHooks(app: FastifyInstance): void {
 /** How often the load figures are sampled. */
 const SAMPLE_MS = 250;
 
-/** Routes that answer however loaded the process is: the liveness probe must not make an orchestrator kill a busy pod. */
-const NEVER_SHED = new Set(['/health/live']);
+/**
+ * Routes that answer however loaded the process is: the liveness probe must not make an orchestrator kill a busy
+ * pod, and the metrics are what an operator reads to see the overload (a cheap read of in-process figures).
+ */
+const NEVER_SHED = new Set(['/health/live', '/metrics', '/metrics/prometheus']);
 
 /**
  * Load shedding (@fastify/under-pressure): while the event loop lags past its limit (or utilisation or heap,
