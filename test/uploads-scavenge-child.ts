@@ -57,7 +57,7 @@ const plainStatus = await upload(false);
 await new Promise((r) => setTimeout(r, 100));
 const plain = minor;
 const checkedStatus = await upload(true);
-await new Promise((r) => setTimeout(r, 100));
+await new Promise((r) => setTimeout(r, 300));
 const checked = minor - plain;
 observer.disconnect();
 await app.close();

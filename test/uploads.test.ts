@@ -360,11 +360,13 @@ describe('uploads and the rest of the process', () => {
       return JSON.parse(child.stdout.trim().split('\n').pop()!) as { plain: number; checked: number; statuses: number[] };
     };
     try {
-      // 64 MiB written straight to the upload: 8 requested; with a checksum, hashed to staging then appended: 16.
+      // 64 MiB written straight to the upload: 8 asked for; with a checksum, hashed to staging then appended: 16. The
+      // observer may count one of them late (a CI run saw 15), and V8 alone made 4 to 5 (without the call, which
+      // fails): the bounds leave one each.
       const exposed = run(['--expose-gc']);
       assert.deepEqual(exposed.statuses, [204, 204]);
-      assert.ok(exposed.plain >= 8, `minor collections in a plain 64 MiB PATCH: ${exposed.plain}`);
-      assert.ok(exposed.checked >= 16, `minor collections in a checksummed 64 MiB PATCH: ${exposed.checked}`);
+      assert.ok(exposed.plain >= 7, `minor collections in a plain 64 MiB PATCH: ${exposed.plain}`);
+      assert.ok(exposed.checked >= 15, `minor collections in a checksummed 64 MiB PATCH: ${exposed.checked}`);
       // Without the flag (the app built in a test process) nothing is asked, and nothing breaks.
       assert.deepEqual(run([]).statuses, [204, 204]);
     } finally {
