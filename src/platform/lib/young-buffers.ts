@@ -6,12 +6,12 @@
  * Buffer is a small young object; its bytes are external memory, which V8 counts against the old generation's
  * headroom until a scavenge frees the object. Scavenges come when young objects fill the new space, which an
  * upload's few objects per chunk barely do: so the external bytes pile up to the headroom (30 MB with
- * `--heap-growing-percent=50` on Spate's heap) and V8 marks and compacts the whole heap, every 30 MB or so of body.
- * For a 1 GB tus upload that was 159 full collections in one bench run (docs/uploads.md, "Performance").
+ * `--heap-growing-percent=50` on Spate's heap) and V8 marks and compacts the whole heap, every 30 MB or so of body:
+ * 159 full collections in one `npm run bench -- --uploads`, four clients of 1 GB each (docs/uploads.md, "Performance").
  *
  * The body's consumer reports what it took (`noteBodyBytes`); every 8 MiB of body, process-wide, asks V8 for a
  * minor collection, which frees the chunks already written at the price of a scavenge of a small young
- * generation (about a millisecond). The 1 GB run above then made 39 full collections. `gc` exists only with
+ * generation (about a millisecond). The same run then made 39 full collections. `gc` exists only with
  * `--expose-gc`, which `npm start` and the image pass; elsewhere (tests that build the app in process) this is a
  * no-op and V8 schedules its collections alone.
  */
@@ -21,7 +21,7 @@ type MinorGc = (options: { type: 'minor' }) => void;
 const gc = (globalThis as { gc?: MinorGc }).gc;
 
 /** Body bytes between two requested scavenges: well inside the 30 MB headroom, so it is never reached. */
-export const SCAVENGE_EVERY_BYTES = 8 * 1024 * 1024;
+const SCAVENGE_EVERY_BYTES = 8 * 1024 * 1024;
 
 let sinceScavenge = 0;
 
