@@ -42,9 +42,10 @@ interface InstanceOptions {
   /** An instance that shares Redis's layer but hears no invalidation (`localBus`). */
   deaf?: boolean;
   afterLoad?: CachedUsersOptions['afterLoad'];
+  maxEntries?: number;
 }
 
-function instance(backend: Backend, url: string, { ttlMs = 60_000, deaf = false, afterLoad }: InstanceOptions = {}): Instance {
+function instance(backend: Backend, url: string, { ttlMs = 60_000, deaf = false, afterLoad, maxEntries = 10_000 }: InstanceOptions = {}): Instance {
   const redis: Redis = createRedis(url, quiet, 'cache-test');
   const bus: InvalidationBus<CacheMessage> = deaf ? localBus
     : createRedisBus<CacheMessage>(url, redis, quiet, { channel: CACHE_CHANNEL, everything: EVERYTHING, heartbeatMs: 100 });
@@ -60,7 +61,7 @@ function instance(backend: Backend, url: string, { ttlMs = 60_000, deaf = false,
   }
   const delays: number[] = [];
   const cache = createCachedUsers(counted, {
-    mode: 'redis', ttlMs, maxEntries: 10_000, maxBytes: 1 << 24, bus, shared: new RedisLayer(redis, 'spate:cache:test:'),
+    mode: 'redis', ttlMs, maxEntries, maxBytes: 1 << 24, bus, shared: new RedisLayer(redis, 'spate:cache:test:'),
     onInvalidationDelay: (ms) => delays.push(ms), afterLoad,
   });
   return {
@@ -122,6 +123,29 @@ describe('users cache across instances sharing Redis', { skip }, () => {
     assert.equal((await b.users.get(u.id))?.id, u.id);
     assert.equal(b.reads.get, before, 'no database read on b');
     assert.equal(b.cache.status().layers.find((l) => l.name === 'redis')?.hits, 1);
+  });
+
+  test('a user a full in-process layer does not admit is not written to Redis either', async () => {
+    // Four entries: three for users, one for pages. Three users read twice fill it; five read once each are
+    // asked for less often than any of them, so neither layer keeps them (docs/caching.md, "Admission").
+    const c = instance(backend, redis.url, { maxEntries: 4 });
+    try {
+      await until('its Redis layer up', () => c.cache.status().layers.some((l) => l.name === 'redis' && l.up === true));
+      const hot = await Promise.all([20, 21, 22].map((n) => a.users.create(person(n))));
+      const once = await Promise.all([23, 24, 25, 26, 27].map((n) => a.users.create(person(n))));
+      for (const u of [...hot, ...hot]) await c.users.get(u.id);
+      for (const u of once) await c.users.get(u.id);
+      await sleep(50); // the fill of Redis is not awaited by the read
+      const memory = c.cache.status().layers.find((l) => l.name === 'memory')!;
+      assert.deepEqual([memory.entries, memory.rejections], [3, 5]);
+      const before = b.reads.get;
+      for (const u of hot) assert.equal((await b.users.get(u.id))?.id, u.id);
+      assert.equal(b.reads.get, before, 'the admitted users are in Redis: no database read on b');
+      for (const u of once) assert.equal((await b.users.get(u.id))?.id, u.id);
+      assert.equal(b.reads.get, before + once.length, 'the rejected users are not in Redis: b reads each from the database');
+    } finally {
+      await c.close();
+    }
   });
 
   /** An instance that shares the Redis layer but hears no invalidation, once its Redis connection is up. */

@@ -119,6 +119,28 @@ describe('users cache (memory layer, PostgreSQL)', () => {
     assert.equal(layer.get('h'), 0, 'six insertions (3/4 of 8) after its hit, h is still there');
   });
 
+  test('admission: a scan of ids read once does not evict the users read often (docs/caching.md, "Admission")', async () => {
+    // Eight entries: six for users, two for pages.
+    const { users, reads, cache } = make({ maxEntries: 8 });
+    const made = await users.createMany(Array.from({ length: 30 }, (_, i) => person(100 + i)));
+    const hot = made.slice(0, 6);
+    for (const u of [...hot, ...hot]) await users.get(u.id);
+    const afterHot = reads.get;
+    assert.equal(afterHot, 6, 'the first read of each hot user loads it, the second is a hit');
+    for (const u of made.slice(6)) await users.get(u.id);
+    assert.equal(reads.get, afterHot + 24, 'every id of the scan misses');
+    for (const u of hot) await users.get(u.id);
+    assert.equal(reads.get, afterHot + 24, 'the hot users were not evicted by the scan');
+    const memory = cache.status().layers.find((l) => l.name === 'memory')!;
+    assert.deepEqual([memory.entries, memory.evictions, memory.rejections], [6, 0, 24]);
+    // A user of the scan asked for again and again: once asked for more often than the least recently used hot
+    // user (three times), it is admitted in its place. Its 2nd and 3rd requests tie or trail: not admitted.
+    const again = made[6]!;
+    for (let i = 0; i < 4; i++) await users.get(again.id);
+    assert.equal(reads.get, afterHot + 24 + 3, 'loaded on its 2nd, 3rd and 4th requests, admitted on the 4th, a hit on the 5th');
+    assert.equal(cache.status().layers.find((l) => l.name === 'memory')!.evictions, 1);
+  });
+
   test('read-your-writes: after an update or a delete returns, this instance never serves the old value', async () => {
     const { users } = make();
     const u = await users.create(person(3));

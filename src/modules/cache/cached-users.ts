@@ -76,7 +76,7 @@ interface Cached {
 
 const sumStats = (a: LayerStats, b: LayerStats): LayerStats => ({
   entries: a.entries + b.entries, bytes: a.bytes + b.bytes, hits: a.hits + b.hits, misses: a.misses + b.misses,
-  evictions: a.evictions + b.evictions,
+  evictions: a.evictions + b.evictions, rejections: a.rejections + b.rejections,
 });
 const ratio = (hits: number, misses: number) => (hits + misses === 0 ? 0 : hits / (hits + misses));
 
@@ -228,7 +228,7 @@ export function createCachedUsers(inner: UsersStore, opts: CachedUsersOptions): 
     const hit = shared ? await shared.get(key) : undefined;
     if (hit?.payload != null && hit.version >= floorOf(id) && !changedSince(id, start)) {
       const user = decodeUser(hit.payload);
-      local.set(key, { user, v: hit.version }, userBytes(user), performance.now() + hit.ttlMs);
+      local.offer(key, { user, v: hit.version }, userBytes(user), performance.now() + hit.ttlMs);
       return user;
     }
     const user = await inner.get(id, o);
@@ -237,8 +237,9 @@ export function createCachedUsers(inner: UsersStore, opts: CachedUsersOptions): 
     const v = user.updated_at.getTime();
     const age = performance.now() - began;
     if (age >= ttlMs || changedSince(id, start) || v < floorOf(id)) return user;
-    local.set(key, { user, v }, userBytes(user), began + ttlMs);
-    if (shared) void shared.set(key, v, encodeUser(user), ttlMs - age);
+    // One admission policy for both layers: a user not worth a place here is not written to Redis either, so a
+    // load that misses everywhere costs no Redis write per request (a miss still asks Redis first, above).
+    if (local.offer(key, { user, v }, userBytes(user), began + ttlMs) && shared) void shared.set(key, v, encodeUser(user), ttlMs - age);
     return user;
   }
 
@@ -250,15 +251,15 @@ export function createCachedUsers(inner: UsersStore, opts: CachedUsersOptions): 
     const hit = shared && !listsPending ? await shared.getPage(key) : undefined;
     if (hit?.payload != null && !listsChanged()) {
       const page = decodePage(hit.payload);
-      pages.set(key, page, bytesOfPage(page), performance.now() + hit.ttlMs);
+      pages.offer(key, page, bytesOfPage(page), performance.now() + hit.ttlMs);
       return page;
     }
     const page = await inner.list(query, o);
     if (opts.afterLoad) await opts.afterLoad(key);
     const age = performance.now() - began;
     if (age < ttlMs && !listsChanged()) {
-      pages.set(key, page, bytesOfPage(page), began + ttlMs);
-      if (hit && !listsPending) void shared?.setPage(key, hit.generation, encodePage(page), ttlMs - age);
+      const kept = pages.offer(key, page, bytesOfPage(page), began + ttlMs);
+      if (kept && hit && !listsPending) void shared?.setPage(key, hit.generation, encodePage(page), ttlMs - age);
     }
     return page;
   }

@@ -1,7 +1,7 @@
 /**
- * The users cache in Prometheus: hits and misses per layer, entries, bytes and evictions of the in-process
- * layer, and the delay of invalidations received from other instances. Figures are read from the cache when
- * scraped, so the hot path counts with plain integers.
+ * The users cache in Prometheus: hits and misses per layer, entries, bytes, evictions and admission rejections of
+ * the in-process layer, and the delay of invalidations received from other instances. Figures are read from the
+ * cache when scraped, so the hot path counts with plain integers.
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { UsersCache } from './cached-users.ts';
@@ -18,7 +18,7 @@ export function registerCacheMetrics(registry: Registry, cache: () => UsersCache
   };
   new Counter({ name: 'cache_hits_total', help: 'Users cache hits by layer', labelNames: ['layer'], registers: [registry], collect: perLayer('hits') });
   new Counter({ name: 'cache_misses_total', help: 'Users cache misses by layer', labelNames: ['layer'], registers: [registry], collect: perLayer('misses') });
-  const memory = () => cache()?.status().layers.find((l) => l.name === 'memory') as { entries: number; bytes: number; evictions: number } | undefined;
+  const memory = () => cache()?.status().layers.find((l) => l.name === 'memory') as { entries: number; bytes: number; evictions: number; rejections: number } | undefined;
   new Gauge({
     name: 'cache_entries', help: 'Entries in the in-process users cache', registers: [registry],
     collect() { this.set(memory()?.entries ?? 0); },
@@ -30,6 +30,11 @@ export function registerCacheMetrics(registry: Registry, cache: () => UsersCache
   new Counter({
     name: 'cache_evictions_total', help: 'Entries the in-process users cache evicted to stay within its bounds', registers: [registry],
     collect() { this.reset(); this.inc(memory()?.evictions ?? 0); },
+  });
+  new Counter({
+    name: 'cache_rejections_total', help: 'Loads the full in-process users cache did not admit (asked for less often than the entry they would evict)',
+    registers: [registry],
+    collect() { this.reset(); this.inc(memory()?.rejections ?? 0); },
   });
   const delay = new Histogram({
     name: 'cache_invalidation_delay_seconds', help: 'Delay of cache invalidations received from other instances',

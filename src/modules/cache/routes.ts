@@ -16,6 +16,7 @@ const Layer = Type.Object({
   hit_ratio: Type.Number(),
   bytes: Type.Optional(Type.Integer()),
   evictions: Type.Optional(Type.Integer()),
+  rejections: Type.Optional(Type.Integer({ description: 'Loads a full in-process layer did not admit: asked for less often than the entry they would evict' })),
   errors: Type.Optional(Type.Integer()),
   up: Type.Optional(Type.Boolean()),
 });
