@@ -9,11 +9,11 @@
  *
  * What a load brings is `offer`ed, and a full layer admits it only when its key was asked for more often lately
  * than the key it would evict (TinyLFU, src/modules/cache/frequency-sketch.ts), or that entry has expired.
- * Without that, a load spread over more ids than the layer holds (reads by id at random over a large table)
- * stores every miss and evicts an entry for it: each request allocates an entry that lives until evicted, is
- * promoted by the young collector and dies in the old generation, which cost a fifth of the requests a second
- * and doubled the 99th percentile against no cache at all (docs/benchmarks.md). Skewed loads keep their hits:
- * their hot keys win the comparison. Writes `set` what they wrote, unconditionally.
+ * Without that, reads spread over more ids than the layer holds (by id, at random, over a large table) store
+ * every miss and evict an entry for it: each request allocates an entry that lives until evicted, is promoted by
+ * the young collector and dies in the old generation, which cost a fifth of the throughput and half as much
+ * again on the 99th percentile against no cache at all (docs/caching.md, "Admission"). Skewed loads keep their
+ * hits: their hot keys win the comparison. Writes `set` what they wrote, unconditionally.
  */
 import { FrequencySketch } from './frequency-sketch.ts';
 
@@ -94,9 +94,9 @@ export class MemoryLayer<V> {
    * it was stored.
    */
   offer(key: string, value: V, bytes: number, expires: number, now = performance.now()): boolean {
-    if (!this.#map.has(key) && (this.#map.size >= this.maxEntries || this.#bytes + bytes > this.maxBytes)) {
-      const victim = this.#map.keys().next().value as string | undefined;
-      const slot = victim === undefined ? undefined : this.#map.get(victim)!;
+    const full = this.#map.size >= this.maxEntries || this.#bytes + bytes > this.maxBytes;
+    if (full && !this.#map.has(key)) {
+      const [victim, slot] = (this.#map.entries().next().value ?? []) as [string?, Slot<V>?];
       if (slot !== undefined && slot.expires > now && this.#sketch.frequency(key) <= this.#sketch.frequency(victim!)) {
         this.#rejections++;
         return false;
