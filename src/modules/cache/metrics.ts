@@ -5,6 +5,7 @@
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { UsersCache } from './cached-users.ts';
+import type { LayerStats } from './memory-layer.ts';
 
 /** Seconds from a write's publication on one instance to its receipt on another. */
 const DELAY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
@@ -18,7 +19,7 @@ export function registerCacheMetrics(registry: Registry, cache: () => UsersCache
   };
   new Counter({ name: 'cache_hits_total', help: 'Users cache hits by layer', labelNames: ['layer'], registers: [registry], collect: perLayer('hits') });
   new Counter({ name: 'cache_misses_total', help: 'Users cache misses by layer', labelNames: ['layer'], registers: [registry], collect: perLayer('misses') });
-  const memory = () => cache()?.status().layers.find((l) => l.name === 'memory') as { entries: number; bytes: number; evictions: number; rejections: number } | undefined;
+  const memory = () => cache()?.status().layers.find((l) => l.name === 'memory') as LayerStats | undefined;
   new Gauge({
     name: 'cache_entries', help: 'Entries in the in-process users cache', registers: [registry],
     collect() { this.set(memory()?.entries ?? 0); },
